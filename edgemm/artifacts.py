@@ -1,0 +1,103 @@
+"""Atomic artifact writes, hashing and the run manifest.
+
+Every file is written to a temporary sibling and renamed into place, so an
+interrupted run never leaves a file that looks complete. The manifest is
+written last; a run directory without ``"complete": true`` is unfinished.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_path.chmod(0o666 & ~umask)  # mkstemp creates 0600; artifacts are ordinary files
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(target: str | Path, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
+def write_json(target: str | Path, data: Any) -> Path:
+    return write_text(target, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_tree(path: str | Path) -> str:
+    """Hash a file, or every file of a directory (sorted, names included)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".partial")):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: str | Path, *, kind: str, inputs: dict[str, str], config: dict[str, Any],
+                   metrics: dict[str, Any], artifacts: list[str], extra: dict[str, Any] | None = None) -> Path:
+    """Write ``manifest.json`` last: what produced this directory and what it holds."""
+    from edgemm.environment import versions
+
+    run_dir = Path(run_dir)
+    manifest = {
+        "kind": kind,
+        "complete": True,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "inputs": inputs,
+        "config": config,
+        "metrics": metrics,
+        "artifacts": {name: sha256_file(run_dir / name) for name in artifacts},
+        "versions": versions(),
+        **(extra or {}),
+    }
+    return write_json(run_dir / MANIFEST, manifest)
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())

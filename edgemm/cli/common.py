@@ -1,0 +1,66 @@
+"""Shared CLI plumbing: error handling, quiet heavy libraries, progress bars."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+# Wide tables stay readable in CI logs and pipes, where rich would otherwise assume 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+F = TypeVar("F", bound=Callable)
+
+
+def quiet_libraries() -> None:
+    """Exporter chatter (deprecations, missing torchvision) hides what matters to the user."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def handles_errors(fn: F) -> F:
+    """Print an EdgemmError as 'error: ... / fix: ...' and exit with its code, no traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from edgemm.errors import EdgemmError
+
+        quiet_libraries()
+        try:
+            return fn(*args, **kwargs)
+        except EdgemmError as err:
+            console.print(f"[bold red]error:[/] {err.args[0]}", highlight=False, markup=True, soft_wrap=True)
+            if err.hint:
+                console.print(f"[bold]fix:[/] {err.hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def step_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar per task name; yields update(task, done, total)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+        yield update
+
+
+@contextmanager
+def status(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner whose text follows the work; yields set_text(msg)."""
+    with console.status(message) as spinner:
+        yield lambda msg: spinner.update(msg)

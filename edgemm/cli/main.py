@@ -1,0 +1,141 @@
+"""The ``edgemm`` command: a thin layer over the Python API (``edgemm.api``)."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgemm.cli.common import console, handles_errors, out, status, step_progress
+
+app = typer.Typer(help="Compress, export and benchmark multimodal models for edge targets.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+ModelArg = Annotated[str, typer.Argument(help="zoo name, package.module:factory, run directory or .onnx file")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(help="weights: .safetensors or a tensors-only torch checkpoint")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and ONNX Runtime (default: all cores)")]
+
+
+class Target(str, Enum):
+    onnx = "onnx"
+    tensorrt = "tensorrt"
+    torch_tensorrt = "torch-tensorrt"
+
+
+@app.command()
+@handles_errors
+def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/demo"),
+         epochs: Annotated[int, typer.Option(min=1)] = 8, threads: ThreadsOpt = None) -> None:
+    """Train the demo model and its unimodal baselines, export to ONNX, benchmark torch vs ONNX Runtime."""
+    from edgemm.cli.tables import accuracy_table, bench_table
+    from edgemm.demo import run_demo
+
+    with step_progress() as progress:
+        result = run_demo(out_dir, epochs=epochs, threads=threads, progress=progress,
+                          log=lambda msg: console.print(f"[cyan]›[/] {msg}", highlight=False))
+    out.print(accuracy_table(result.accuracy))
+    out.print(bench_table(result.bench))
+    out.print(f"run directory: {result.out_dir}  (bench report: {result.out_dir / 'bench' / 'report.md'})")
+
+
+@app.command()
+@handles_errors
+def export(model: ModelArg,
+           target: Annotated[Target, typer.Option(help="what to build")] = Target.onnx,
+           profile: Annotated[str, typer.Option(help="name in export_profiles/ or a YAML path")] = "x86-cpu",
+           out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/export"),
+           weights: WeightsOpt = None) -> None:
+    """Export to ONNX (dynamic axes, onnxslim) and validate against PyTorch on held-out samples."""
+    from edgemm.api import export as api_export
+
+    with status(f"exporting {model} to {target.value}"):
+        result = api_export(model, target=target.value, profile=profile, out_dir=out_dir, weights=weights)
+    for check in result.validation.checks:
+        agree = "" if check.top1_agreement is None else f", top-1 agreement {check.top1_agreement:.4f}"
+        out.print(f"[green]✓[/] {check.output}: max abs error {check.max_abs_error:.2e}, "
+                  f"cosine {check.cosine:.6f}{agree}")
+    out.print(f"wrote {result.onnx_path} ({result.nodes_exported} → {result.nodes_simplified} nodes, "
+              f"{result.seconds:.1f} s)")
+
+
+@app.command()
+@handles_errors
+def validate(candidate: Annotated[Path, typer.Argument(help="an .onnx file")],
+             reference: Annotated[str, typer.Option(help="the PyTorch model it should match")],
+             profile: Annotated[str, typer.Option()] = "x86-cpu", weights: WeightsOpt = None) -> None:
+    """Compare an ONNX artifact with its PyTorch reference; exit 3 when it disagrees."""
+    from edgemm.api import validate as api_validate
+    from edgemm.errors import ValidationFailed
+
+    report = api_validate(candidate, reference, profile=profile, weights=weights)
+    if not report.passed:
+        raise ValidationFailed(f"{candidate} disagrees with {reference}: {report.failure_text()}",
+                               "re-export it from the reference model")
+    out.print(f"[green]✓[/] {candidate} matches {reference} on {len(report.inputs)} input batches")
+
+
+@app.command()
+@handles_errors
+def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx files")],
+          backend: Annotated[Optional[list[str]], typer.Option(help="torch, ort-cpu, ort-cuda (repeat)")] = None,
+          batch_size: Annotated[list[int], typer.Option(min=1)] = [1, 16],  # noqa: B006
+          threads: ThreadsOpt = None,
+          split: Annotated[list[str], typer.Option(help="eval split(s) for accuracy")] = ["test"],  # noqa: B006
+          warmup: Annotated[int, typer.Option(min=0)] = 10,
+          min_iterations: Annotated[int, typer.Option(min=1)] = 50,
+          min_seconds: Annotated[float, typer.Option(min=0)] = 1.0,
+          out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench")) -> None:
+    """Latency (p50/p90/p99, mean, throughput), accuracy and size on the same inputs; JSON + Markdown."""
+    from edgemm.api import bench as api_bench
+    from edgemm.bench.latency import TimingSettings
+    from edgemm.cli.tables import bench_table
+
+    with status("benchmarking") as say:
+        report, paths = api_bench(artifacts, backends=backend, batch_sizes=tuple(batch_size), threads=threads,
+                                  splits=tuple(split), timing=TimingSettings(warmup, min_iterations, min_seconds),
+                                  out_dir=out_dir, progress=say)
+    out.print(bench_table(report))
+    out.print(f"wrote {paths[0]} and {paths[1]}")
+
+
+@app.command()
+@handles_errors
+def predict(model: ModelArg,
+            inputs: Annotated[Path, typer.Option(help=".npz with one array per model input")],
+            weights: WeightsOpt = None,
+            backend: Annotated[Optional[str], typer.Option()] = None) -> None:
+    """Run a model on inputs from an .npz file (checked against the model contract)."""
+    from edgemm.api import predict as api_predict
+
+    outputs = api_predict(model, inputs, weights=weights, backend=backend)
+    for name, value in outputs.items():
+        top = f", top-1 {value.argmax(axis=-1).tolist()}" if value.ndim == 2 else ""
+        out.print(f"{name}: shape {list(value.shape)}{top}")
+
+
+@app.command()
+@handles_errors
+def info(model: ModelArg) -> None:
+    """Show a model's contract: inputs per modality, dynamic axes, outputs, task."""
+    from edgemm.cli.tables import spec_table
+    from edgemm.models.registry import resolve_model
+
+    out.print(spec_table(resolve_model(model).spec))
+
+
+@app.command()
+def zoo() -> None:
+    """List built-in models."""
+    from edgemm.models.registry import ZOO
+
+    for name, entry in ZOO.items():
+        out.print(f"[bold]{name}[/]  {entry.description}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""PyTorch -> ONNX with the dynamo exporter, dynamic axes from the spec, onnxslim, and validation."""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgemm.artifacts import atomic_path, sha256_file, write_json, write_manifest
+from edgemm.errors import EdgemmError, ModelLoadError, ValidationFailed
+from edgemm.export.profiles import ExportProfile, ValidationSettings
+from edgemm.export.validate import ValidationReport, compare
+from edgemm.models.registry import SPEC_METADATA_KEY, LoadedModel
+from edgemm.spec import ModelSpec
+
+ONNX_FILE = "model.onnx"
+REJECTED_FILE = "model.rejected.onnx"
+VALIDATION_FILE = "validation.json"
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    validation: ValidationReport
+    nodes_exported: int
+    nodes_simplified: int
+    seconds: float
+
+
+def export_sizes(spec: ModelSpec) -> dict[str, int]:
+    """Example sizes for tracing: >= 2 on every dynamic axis (torch.export specialises 0 and 1)."""
+    return {name: min(rng.max, max(2, rng.opt if name != "batch" else 2)) for name, rng in spec.axes.items()}
+
+
+def dynamic_shapes(model: LoadedModel) -> tuple:
+    """One ``torch.export.Dim`` per axis *name*, shared by every input that uses it."""
+    import torch
+
+    dims = {name: torch.export.Dim(name, min=rng.min, max=rng.max) for name, rng in model.spec.axes.items()}
+    per_input = tuple({i: dims[a] for i, a in spec.dynamic_axes.items()} or None for spec in model.spec.inputs)
+    params = inspect.signature(model.module.forward).parameters.values()
+    # forward(*args): torch.export sees one tuple argument, so the shapes nest one level deeper.
+    return (per_input,) if any(p.kind is p.VAR_POSITIONAL for p in params) else per_input
+
+
+def to_onnx_proto(model: LoadedModel, opset: int):
+    import logging
+
+    import torch
+
+    # The exporter logs one warning per torchvision op it cannot register; not the user's concern.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+    if model.module is None:
+        raise ModelLoadError(f"{model.source} is already ONNX", "export a PyTorch model (zoo name, module:factory, run dir)")
+    example = model.spec.example_inputs(export_sizes(model.spec), seed=0)
+    args = tuple(torch.from_numpy(example[name]) for name in model.spec.input_names)
+    model.module.eval()
+    try:
+        program = torch.onnx.export(
+            model.module, args, dynamo=True, opset_version=opset, input_names=model.spec.input_names,
+            output_names=model.spec.output_names, dynamic_shapes=dynamic_shapes(model), external_data=False,
+            verbose=False)
+    except Exception as err:  # torch.export raises many types; the message is what helps
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        raise EdgemmError(f"torch.onnx.export failed for {model.source}: {' / '.join(lines[-3:])[:600]}",
+                          "make forward() traceable by torch.export (no data-dependent Python control flow); "
+                          "see the spec's axis ranges if a dimension was specialised") from None
+    return program.model_proto
+
+
+def export_onnx(model: LoadedModel, out_dir: str | Path, profile: ExportProfile) -> ExportResult:
+    """Export, simplify, validate; write ``model.onnx`` + ``validation.json`` + ``manifest.json``.
+
+    On a failed validation the graph is kept as ``model.rejected.onnx`` for
+    inspection, no ``model.onnx`` or manifest is left behind, and
+    :class:`ValidationFailed` is raised.
+    """
+    import onnx
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("manifest.json", ONNX_FILE, REJECTED_FILE):
+        (out_dir / stale).unlink(missing_ok=True)
+    proto = to_onnx_proto(model, profile.onnx.opset)
+    nodes_exported = len(proto.graph.node)
+    if profile.onnx.simplify:
+        import onnxslim
+
+        proto = onnxslim.slim(proto)
+    onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: model.spec.to_json(), "edgemm.source": model.source,
+                                        "edgemm.profile": profile.name})
+    with atomic_path(out_dir / ONNX_FILE) as tmp:
+        onnx.save_model(proto, str(tmp))
+        report = validate(model, LoadedModel(model.spec, str(tmp), "onnx", onnx_path=tmp), profile.validation)
+        write_json(out_dir / VALIDATION_FILE, report.to_dict())
+        if not report.passed:
+            tmp.rename(out_dir / REJECTED_FILE)
+            raise ValidationFailed(f"exported ONNX disagrees with PyTorch: {report.failure_text()}",
+                                   f"inspect {out_dir / REJECTED_FILE} and {out_dir / VALIDATION_FILE}; "
+                                   "loosen the profile's validation tolerances only if the drift is expected")
+    result = ExportResult(out_dir / ONNX_FILE, report, nodes_exported, len(proto.graph.node),
+                          time.perf_counter() - start)
+    write_manifest(out_dir, kind="export", inputs=_input_hashes(model),
+                   config={"target": "onnx", "profile": profile.model_dump(mode="json"), "source": model.source},
+                   metrics={"validation_passed": True, "nodes_exported": nodes_exported,
+                            "nodes_simplified": result.nodes_simplified, "seconds": round(result.seconds, 2),
+                            "checks": [c.__dict__ for c in report.checks]},
+                   artifacts=[ONNX_FILE, VALIDATION_FILE], extra={"spec": model.spec.model_dump(mode="json")})
+    return result
+
+
+def validate(reference: LoadedModel, candidate: LoadedModel, settings: ValidationSettings,
+             threads: int | None = None) -> ValidationReport:
+    """Run both on the same inputs; the report says which output fails and by how much."""
+    from edgemm.bench.backends import default_backend, get_backend
+
+    sessions = [get_backend(default_backend(m)).load(m, threads) for m in (reference, candidate)]
+    return compare(reference.spec, sessions[0], sessions[1], settings)
+
+
+def _input_hashes(model: LoadedModel) -> dict[str, str]:
+    hashes = {"source": model.source}
+    if model.weights is not None:
+        hashes["weights_sha256"] = sha256_file(model.weights)
+    return hashes

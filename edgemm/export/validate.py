@@ -1,0 +1,90 @@
+"""Check an exported artifact against the PyTorch reference on real and unseen-shape inputs."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edgemm import metrics
+from edgemm.bench.backends import Session
+from edgemm.errors import ValidationFailed
+from edgemm.export.profiles import ValidationSettings
+from edgemm.spec import ModelSpec
+
+
+@dataclass
+class OutputCheck:
+    output: str
+    max_abs_error: float
+    max_rel_error: float
+    mismatched_fraction: float
+    cosine: float
+    top1_agreement: float | None
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    passed: bool
+    inputs: list[str]
+    checks: list[OutputCheck]
+    tolerances: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def failure_text(self) -> str:
+        return "; ".join(f"output {c.output!r}: {', '.join(c.failures)}" for c in self.checks if c.failures)
+
+
+def validation_feeds(spec: ModelSpec, settings: ValidationSettings) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Real held-out samples when the spec names a dataset, plus random inputs at odd, unseen sizes."""
+    from edgemm.data.datasets import load_split
+
+    feeds = []
+    if spec.dataset:
+        split = load_split(spec.dataset, settings.split).for_inputs(spec.input_names).head(settings.samples)
+        feeds += [(f"{spec.dataset}/{settings.split}[{i}:{i + len(x[spec.input_names[0]])}]", x)
+                  for i, (x, _) in zip(range(0, len(split), 64), split.batches(64))]
+    # Odd sizes, away from the export example (batch 2, opt lengths), inside each axis range.
+    unseen = {name: max(rng.min, min(rng.max, 3 if name == "batch" else rng.opt // 2 + 1))
+              for name, rng in spec.axes.items()}
+    feeds.append((f"random {unseen}", spec.example_inputs(unseen, seed=123)))
+    return feeds
+
+
+def compare(spec: ModelSpec, reference: Session, candidate: Session, settings: ValidationSettings) -> ValidationReport:
+    feeds = validation_feeds(spec, settings)
+    ref_out: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}
+    cand_out: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}
+    for _, feed in feeds:
+        r, c = reference.run(feed), candidate.run(feed)
+        for name in spec.output_names:
+            if name not in c:
+                raise ValidationFailed(f"exported model has no output {name!r} (has {sorted(c)})",
+                                       "export with the spec's output names")
+            ref_out[name].append(r[name].reshape(len(r[name]), -1))
+            cand_out[name].append(c[name].reshape(len(c[name]), -1))
+    checks = [_check(name, np.concatenate(ref_out[name]), np.concatenate(cand_out[name]), spec, settings)
+              for name in spec.output_names]
+    return ValidationReport(passed=not any(c.failures for c in checks), inputs=[label for label, _ in feeds],
+                            checks=checks, tolerances=settings.model_dump())
+
+
+def _check(name: str, ref: np.ndarray, cand: np.ndarray, spec: ModelSpec, s: ValidationSettings) -> OutputCheck:
+    if ref.shape != cand.shape:
+        return OutputCheck(name, float("inf"), float("inf"), 1.0, 0.0, None,
+                           [f"shape {cand.shape} differs from the reference {ref.shape}"])
+    bad = np.abs(ref - cand) > s.atol + s.rtol * np.abs(ref)
+    is_task = spec.task.kind == "classification" and spec.task.output == name
+    check = OutputCheck(name, metrics.max_abs_error(ref, cand), metrics.max_rel_error(ref, cand),
+                        float(bad.mean()), metrics.mean_cosine(ref, cand),
+                        metrics.top1_agreement(ref, cand) if is_task else None)
+    if bad.any():
+        check.failures.append(f"{int(bad.sum())}/{bad.size} elements beyond atol={s.atol:g}+rtol={s.rtol:g}*|ref| "
+                              f"(max abs error {check.max_abs_error:.3g}, max rel error {check.max_rel_error:.3g})")
+    if check.cosine < s.min_cosine:
+        check.failures.append(f"mean cosine {check.cosine:.6f} < {s.min_cosine}")
+    if check.top1_agreement is not None and check.top1_agreement < s.min_top1_agreement:
+        check.failures.append(f"top-1 agreement {check.top1_agreement:.4f} < {s.min_top1_agreement}")
+    return check

@@ -1,0 +1,189 @@
+"""Name a model: a zoo name, ``package.module:factory``, an edgemm run directory, or an ``.onnx`` file.
+
+A factory returns ``(module, ModelSpec)`` (or a module with a ``spec``
+attribute). A saved model is ``model.json`` (factory + keyword arguments +
+spec) beside ``model.safetensors``: loading rebuilds the architecture by
+calling the factory again and loads the tensors, so nothing is unpickled.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgemm.errors import ModelLoadError
+from edgemm.spec import ModelSpec
+
+MODEL_JSON = "model.json"
+WEIGHTS = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    factory: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+ZOO: dict[str, ZooEntry] = {
+    "demo-fusion": ZooEntry("edgemm.models.demo:demo_fusion", {},
+                            "image CNN + log-mel CNN + text transformer, mid fusion (the demo model)"),
+    "demo-image-only": ZooEntry("edgemm.models.demo:demo_fusion", {"modalities": ["image"]}, "image baseline"),
+    "demo-audio-only": ZooEntry("edgemm.models.demo:demo_fusion", {"modalities": ["audio"]}, "audio baseline"),
+    "demo-text-only": ZooEntry("edgemm.models.demo:demo_fusion", {"modalities": ["text"]}, "text baseline"),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A resolved model: a torch module (None for ONNX files), its spec and where it came from."""
+
+    spec: ModelSpec
+    source: str
+    kind: str  # "zoo" | "factory" | "run" | "onnx"
+    module: Any = None
+    factory: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    onnx_path: Path | None = None
+    weights: Path | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.weights is not None or self.kind == "onnx"
+
+    def parameter_count(self) -> int | None:
+        return None if self.module is None else sum(p.numel() for p in self.module.parameters())
+
+
+def call_factory(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, ModelSpec]:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ModelLoadError(f"{ref!r} is not 'package.module:factory'", "e.g. mypkg.models:build")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ModuleNotFoundError as err:
+        raise ModelLoadError(f"cannot import {module_name!r} for {ref!r} ({err})",
+                             "install the package or add its folder to PYTHONPATH") from None
+    except AttributeError:
+        raise ModelLoadError(f"module {module_name!r} has no attribute {attr!r}", "check the factory name") from None
+    result = factory(**(kwargs or {}))
+    module, spec = result if isinstance(result, tuple) else (result, getattr(result, "spec", None))
+    if not isinstance(spec, ModelSpec):
+        raise ModelLoadError(f"factory {ref!r} returned no ModelSpec",
+                             "return (module, edgemm.ModelSpec(...)) or set module.spec")
+    return module.eval(), spec
+
+
+def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedModel:
+    """Turn a model reference into a :class:`LoadedModel`; raise ModelLoadError with a fix if it cannot."""
+    from edgemm.models.weights import load_weights
+
+    text = str(ref)
+    path = Path(text)
+    if text.endswith(".onnx"):
+        if weights:
+            raise ModelLoadError("--weights applies to PyTorch models, not ONNX files", "drop --weights")
+        return _load_onnx(path)
+    if path.is_dir():
+        loaded = _load_run_dir(path)
+    elif text in ZOO:
+        entry = ZOO[text]
+        module, spec = call_factory(entry.factory, entry.kwargs)
+        loaded = LoadedModel(spec, text, "zoo", module, entry.factory, dict(entry.kwargs))
+    elif ":" in text and not path.exists():
+        module, spec = call_factory(text)
+        loaded = LoadedModel(spec, text, "factory", module, text)
+    else:
+        raise ModelLoadError(f"unknown model {text!r}: not a zoo name, module:factory, run directory or .onnx file",
+                             f"zoo names: {', '.join(sorted(ZOO))}")
+    if weights:
+        load_weights(loaded.module, weights)
+        loaded.weights = Path(weights)
+    return loaded
+
+
+def _model_dir(path: Path) -> Path:
+    """A run directory may hold the model directly or in ``model/``."""
+    for candidate in (path, path / "model"):
+        if (candidate / MODEL_JSON).is_file():
+            return candidate
+    raise ModelLoadError(f"{path} holds no {MODEL_JSON}: not an edgemm model directory",
+                         "point at a directory written by `edgemm demo` / `edgemm compress`, or its model/ folder")
+
+
+def _load_run_dir(path: Path) -> LoadedModel:
+    from edgemm.models.weights import load_weights
+
+    model_dir = _model_dir(path)
+    try:
+        meta = json.loads((model_dir / MODEL_JSON).read_text())
+        factory, kwargs = meta["factory"], meta.get("kwargs", {})
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{model_dir / MODEL_JSON} is corrupt ({err})", "re-create the run") from None
+    module, spec = call_factory(factory, kwargs)
+    load_weights(module, model_dir / WEIGHTS)
+    return LoadedModel(spec, str(path), "run", module, factory, kwargs, weights=model_dir / WEIGHTS)
+
+
+def save_model(loaded: LoadedModel, directory: str | Path) -> list[str]:
+    """Write ``model.json`` + ``model.safetensors``; return the file names written."""
+    from edgemm.artifacts import write_json
+    from edgemm.models.weights import save_weights
+
+    if loaded.module is None or loaded.factory is None:
+        raise ModelLoadError(f"{loaded.source} has no factory to record", "save PyTorch models built by a factory")
+    directory = Path(directory)
+    save_weights(loaded.module, directory / WEIGHTS)
+    write_json(directory / MODEL_JSON, {"factory": loaded.factory, "kwargs": loaded.kwargs,
+                                        "spec": loaded.spec.model_dump(mode="json")})
+    return [WEIGHTS, MODEL_JSON]
+
+
+# -- ONNX files ---------------------------------------------------------------------------
+SPEC_METADATA_KEY = "edgemm.spec"
+
+
+def _load_onnx(path: Path) -> LoadedModel:
+    import onnx
+
+    if not path.is_file():
+        raise ModelLoadError(f"ONNX file {path} does not exist", "check the path")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError and friends
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({str(err)[:200]})", "re-export it") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    spec = ModelSpec.from_json(meta[SPEC_METADATA_KEY]) if SPEC_METADATA_KEY in meta else spec_from_onnx(proto, path.stem)
+    return LoadedModel(spec, str(path), "onnx", onnx_path=path)
+
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 9: "bool"}
+
+
+def spec_from_onnx(proto: Any, name: str) -> ModelSpec:
+    """Infer a generic spec for an ONNX file edgemm did not write (modality 'tensor', no task)."""
+    from edgemm.spec import AxisRange, InputSpec, OutputSpec, TaskSpec
+
+    def dims(value_info: Any) -> tuple[int | str, ...]:
+        out = []
+        for i, d in enumerate(value_info.type.tensor_type.shape.dim):
+            out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{value_info.name}_dim{i}"))
+        return tuple(out)
+
+    initialisers = {i.name for i in proto.graph.initializer}
+    inputs, axes = [], {}
+    for vi in (v for v in proto.graph.input if v.name not in initialisers):
+        elem = vi.type.tensor_type.elem_type
+        if elem not in _ONNX_DTYPES:
+            raise ModelLoadError(f"input {vi.name!r} of {name} has ONNX element type {elem}, which edgemm cannot feed",
+                                 "use float32/float16/int64/int32/uint8/bool inputs")
+        shape = dims(vi)
+        for pos, d in enumerate(shape):
+            if isinstance(d, str):
+                axes[d] = AxisRange(min=1, opt=1 if pos == 0 else 16, max=256 if pos == 0 else 1024)
+        inputs.append(InputSpec(name=vi.name, modality="tensor", dtype=_ONNX_DTYPES[elem], shape=shape))
+    outputs = tuple(OutputSpec(name=o.name, shape=dims(o)) for o in proto.graph.output)
+    return ModelSpec(name=name, inputs=tuple(inputs), outputs=outputs, axes=axes,
+                     task=TaskSpec(kind="embedding", output=outputs[0].name))

@@ -1,0 +1,91 @@
+"""The command line: bad input gives a clear message and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgemm.cli.main import app
+from edgemm.models.registry import resolve_model
+
+from .conftest import FACTORY
+from .test_export import _tamper
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+@pytest.fixture
+def good_inputs(tmp_path):
+    feed = resolve_model(FACTORY).spec.example_inputs({"batch": 2, "seq": 4})
+    np.savez(tmp_path / "in.npz", **feed)
+    return feed, tmp_path
+
+
+def test_predict_runs_on_valid_inputs(good_inputs):
+    _, folder = good_inputs
+    result = _run("predict", FACTORY, "--inputs", str(folder / "in.npz"))
+    assert result.exit_code == 0 and "scores: shape [2, 5]" in result.output
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.pop("tokens"), "missing input(s): tokens (text)"),
+    (lambda f: f.update(pixels=f["pixels"].astype(np.float64)), "dtype float64, expected float32"),
+    (lambda f: f.update(pixels=f["pixels"][:, :1]), "size 1 on axis 1, expected 3"),
+])
+def test_predict_names_bad_inputs(good_inputs, change, message):
+    feed, folder = good_inputs
+    change(feed)
+    np.savez(folder / "bad.npz", **feed)
+    result = _run("predict", FACTORY, "--inputs", str(folder / "bad.npz"))
+    assert result.exit_code == 2
+    assert message in result.output and "fix:" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_model_name(tmp_path):
+    result = _run("info", "resnet-9000")
+    assert result.exit_code == 2 and "unknown model 'resnet-9000'" in result.output and "demo-fusion" in result.output
+
+
+def test_pickled_checkpoint_refused_on_the_command_line(good_inputs):
+    _, folder = good_inputs
+    torch.save(resolve_model(FACTORY).module, folder / "pickled.pt")
+    result = _run("predict", FACTORY, "--inputs", str(folder / "in.npz"), "--weights", str(folder / "pickled.pt"))
+    assert result.exit_code == 2 and "refuses to unpickle" in result.output
+
+
+def test_unknown_profile_and_unavailable_target(tmp_path):
+    result = _run("export", FACTORY, "--profile", "jetson-nano-9", "-o", str(tmp_path))
+    assert result.exit_code == 2 and "unknown export profile 'jetson-nano-9'" in result.output
+    result = _run("export", FACTORY, "--target", "tensorrt", "-o", str(tmp_path))
+    assert result.exit_code == 2 and "not available" in result.output
+
+
+def test_invalid_profile_names_the_key(tmp_path):
+    (tmp_path / "p.yaml").write_text("name: p\ntarget: onnx\nvalidation:\n  atol: lots\n  colour: red\n")
+    result = _run("export", FACTORY, "--profile", str(tmp_path / "p.yaml"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "validation.atol" in result.output and "validation.colour" in result.output
+
+
+def test_validate_command_fails_a_tampered_model(tiny_onnx, tmp_path):
+    assert _run("validate", str(tiny_onnx), "--reference", FACTORY).exit_code == 0
+    tampered = _tamper(tiny_onnx, tmp_path / "t.onnx")
+    result = _run("validate", str(tampered), "--reference", FACTORY)
+    assert result.exit_code == 3 and "output 'scores'" in result.output
+
+
+def test_export_and_bench_end_to_end_on_a_user_model(tmp_path):
+    result = _run("export", FACTORY, "-o", str(tmp_path / "onnx"))
+    assert result.exit_code == 0 and "top-1 agreement 1.0000" in result.output
+    result = _run("bench", FACTORY, str(tmp_path / "onnx" / "model.onnx"), "--threads", "1", "--batch-size", "1",
+                  "--batch-size", "4", "--min-iterations", "5", "--min-seconds", "0", "--warmup", "1",
+                  "--split", "test", "-o", str(tmp_path / "bench"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bench" / "report.json").is_file() and (tmp_path / "bench" / "report.md").is_file()
