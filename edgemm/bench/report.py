@@ -25,7 +25,7 @@ def to_markdown(report: dict) -> str:
     results = report["results"]
     splits = report["settings"]["splits"]
     batches = report["settings"]["batch_sizes"]
-    head = (["artifact", "backend", "params", "size"] + [f"acc {s}" for s in splits]
+    head = (["model", "backend", "params", "size"] + [f"acc {s}" for s in splits]
             + [f"b{b} {k}" for b in batches for k in ("p50 ms", "p90 ms", "p99 ms")]
             + [f"b{batches[-1]} items/s"])
     rows = []
