@@ -222,9 +222,3 @@ def _image(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator) ->
         return rng.integers(0, 256, size=shape).astype(np.uint8)
     lo, hi = spec.value_range or (0.0, 1.0)
     return rng.uniform(lo, hi, size=shape).astype(spec.dtype)
-
-
-register_generator("text")(_generic)
-register_generator("audio")(_generic)
-register_generator("signal")(_generic)
-register_generator("tabular")(_generic)
