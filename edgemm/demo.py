@@ -59,7 +59,7 @@ def train_zoo_model(name: str, out_dir: Path, config: TrainConfig, progress: Pro
 
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 8, threads: int | None = None,
              batch_sizes: tuple[int, ...] = (1, 16), profile: str = "x86-cpu",
-             progress: Progress | None = None, log: Callable[[str], None] = print) -> DemoResult:
+             progress: Progress | None = None, log: Callable[[str], None] = print, bench: bool = True) -> DemoResult:
     from edgemm.bench.report import write_report
     from edgemm.bench.runner import run_bench
     from edgemm.export.onnx import ONNX_FILE, export_onnx
@@ -73,6 +73,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 8, threads: int
         log(f"train {name}")
         target = out_dir / "model" if name == FUSED else out_dir / "baselines" / name
         accuracy[name] = train_zoo_model(name, target, config, progress)
+    if not bench:
+        return DemoResult(out_dir, accuracy, {})
     log("export demo-fusion to ONNX (dynamo, onnxslim) and validate against PyTorch")
     export_onnx(resolve_model(out_dir), out_dir / "onnx", load_profile(profile))
     log("benchmark torch eager vs ONNX Runtime CPU")

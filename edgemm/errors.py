@@ -39,3 +39,9 @@ class ValidationFailed(EdgemmError):
 
 class BackendUnavailable(EdgemmError):
     """An optional backend (TensorRT, CUDA...) is not installed on this machine."""
+
+
+class GateFailed(EdgemmError):
+    """A compression stage or recipe missed its accuracy/speed budget."""
+
+    exit_code = 4

@@ -1,8 +1,15 @@
-"""Train and evaluate a model against its spec's dataset (used by the demo; reused by distillation)."""
+"""Training loop shared by the demo (task loss) and distillation (teacher + task loss).
+
+Runs unchanged on one process or under ``torchrun`` (DistributedDataParallel,
+gloo on CPU): each rank takes its share of every batch. Optional checkpoints
+let an interrupted run resume; early stopping watches validation accuracy.
+"""
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,6 +21,7 @@ from edgemm.metrics import accuracy
 from edgemm.spec import ModelSpec
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, message)
+LossFn = Callable[[nn.Module, list[torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -25,6 +33,7 @@ class TrainConfig:
     label_smoothing: float = 0.05
     seed: int = 0
     max_steps: int | None = None  # caps the run (tests, smoke runs)
+    patience: int | None = None  # early stopping: epochs without validation gain
 
 
 @dataclass
@@ -33,6 +42,8 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+    stopped_early: bool = False
 
 
 def to_tensors(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> list[torch.Tensor]:
@@ -51,39 +62,106 @@ def evaluate(model: nn.Module, spec: ModelSpec, split: Split) -> float:
     return accuracy(predict(model, spec, split), split.labels)
 
 
-def train_classifier(model: nn.Module, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
-                     progress: ProgressFn | None = None) -> TrainResult:
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def task_loss(config: TrainConfig) -> LossFn:
+    ce = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return lambda model, inputs, labels: ce(model(*inputs), labels)
+
+
+def fit(model: nn.Module, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
+        loss_fn: LossFn | None = None, progress: ProgressFn | None = None,
+        checkpoint_dir: Path | None = None) -> TrainResult:
     """AdamW + one-cycle schedule; keeps the weights of the best validation epoch."""
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    rank, world = _dist()
+    loss_fn = loss_fn or task_loss(config)
+    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     steps_per_epoch = -(-len(train) // config.batch_size)
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(
         config.max_steps, config.epochs * steps_per_epoch)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    start, step, best, best_state, history = time.perf_counter(), 0, -1.0, None, []
-    for epoch in range(config.epochs):
+    state = {"epoch": 0, "step": 0, "best": -1.0, "stale": 0, "history": []}
+    best_state = None
+    if checkpoint_dir is not None:
+        state, best_state = _resume(checkpoint_dir, model, optimiser, schedule, config, state)
+    start, resumed = time.perf_counter(), state["epoch"]
+    stopped_early = False
+    for epoch in range(state["epoch"], config.epochs):
         model.train()
-        shuffled = train.take(rng.permutation(len(train)))
+        order = np.random.default_rng(config.seed + epoch).permutation(len(train))
+        shuffled = train.take(order)
         for inputs, labels in shuffled.batches(config.batch_size):
-            if step >= total:
+            if state["step"] >= total:
                 break
-            loss = loss_fn(model(*to_tensors(spec, inputs)), torch.from_numpy(labels))
+            mine = slice(rank, None, world)  # this rank's share of the global batch
+            loss = loss_fn(trained, [t[mine] for t in to_tensors(spec, inputs)], torch.from_numpy(labels[mine]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
-            step += 1
-            if progress:
-                progress(step, total, f"{spec.name} epoch {epoch + 1} loss {loss.item():.3f}")
+            state["step"] += 1
+            if progress and rank == 0:
+                progress(state["step"], total, f"epoch {epoch + 1} loss {loss.item():.3f}")
         val_acc = evaluate(model, spec, val)
-        history.append({"epoch": epoch + 1, "loss": float(loss.item()), "val_accuracy": val_acc})
-        if val_acc > best:
-            best, best_state = val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if step >= total:
+        state["history"].append({"epoch": epoch + 1, "loss": float(loss.item()), "val_accuracy": val_acc})
+        state["epoch"] = epoch + 1
+        if val_acc > state["best"]:
+            state["best"], state["stale"] = val_acc, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state["stale"] += 1
+        if checkpoint_dir is not None and rank == 0:
+            _save_checkpoint(checkpoint_dir, model, optimiser, schedule, config, state, best_state)
+        if config.patience and state["stale"] >= config.patience:
+            stopped_early = True
+            break
+        if state["step"] >= total:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(best, len(history), time.perf_counter() - start, history)
+    return TrainResult(state["best"], state["epoch"], time.perf_counter() - start, state["history"], resumed,
+                       stopped_early)
+
+
+def train_classifier(model: nn.Module, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
+                     progress: ProgressFn | None = None) -> TrainResult:
+    return fit(model, spec, train, val, config, task_loss(config), progress)
+
+
+# -- checkpoints (tensors via safetensors, optimiser via torch.save of tensors/numbers only) ---------------
+def _save_checkpoint(folder: Path, model, optimiser, schedule, config: TrainConfig, state: dict, best) -> None:
+    from safetensors.torch import save_file
+
+    from edgemm.artifacts import atomic_path, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "student.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    with atomic_path(folder / "best.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
+    with atomic_path(folder / "optimiser.pt") as tmp:
+        torch.save({"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}, tmp)
+    write_json(folder / "checkpoint.json", {"config": asdict(config), **state})  # last: marks it complete
+
+
+def _resume(folder: Path, model, optimiser, schedule, config: TrainConfig, state: dict):
+    from safetensors.torch import load_file
+
+    meta_path = folder / "checkpoint.json"
+    if not meta_path.is_file():
+        return state, None
+    meta = json.loads(meta_path.read_text())
+    if meta.pop("config") != asdict(config):
+        return state, None  # different settings: start clean
+    model.load_state_dict(load_file(str(folder / "student.safetensors")))
+    extra = torch.load(folder / "optimiser.pt", weights_only=True)
+    optimiser.load_state_dict(extra["optimiser"])
+    schedule.load_state_dict(extra["schedule"])
+    return meta, load_file(str(folder / "best.safetensors"))

@@ -14,6 +14,7 @@ from edgemm.bench.backends import Session, default_backend, get_backend
 from edgemm.bench.latency import Latency, TimingSettings, measure
 from edgemm.errors import EdgemmError
 from edgemm.models.registry import LoadedModel, resolve_model
+from edgemm.spec import ModelSpec
 
 SCHEMA_VERSION = 1
 ProgressFn = Callable[[str], None]
@@ -86,18 +87,20 @@ def latency_inputs(model: LoadedModel, batch_size: int, split: str | None) -> di
     return spec.example_inputs({"batch": batch_size}, seed=0)
 
 
-def evaluate_accuracy(target: BenchTarget, splits: list[str], batch_size: int = 64) -> dict[str, float]:
+def session_accuracy(session: Session, spec: ModelSpec, dataset: str, split: str, batch_size: int = 64) -> float:
+    """Task accuracy of any backend session on a dataset split."""
     from edgemm.data.datasets import load_split
 
+    data = load_split(dataset, split).for_inputs(spec.input_names)
+    logits = np.concatenate([session.run(x)[spec.task.output] for x, _ in data.batches(batch_size)])
+    return metrics.accuracy(logits, data.labels)
+
+
+def evaluate_accuracy(target: BenchTarget, splits: list[str]) -> dict[str, float]:
     spec = target.model.spec
     if not spec.dataset or spec.task.kind != "classification":
         return {}
-    scores = {}
-    for split in splits:
-        data = load_split(spec.dataset, split).for_inputs(spec.input_names)
-        logits = np.concatenate([target.session.run(x)[spec.task.output] for x, _ in data.batches(batch_size)])
-        scores[split] = metrics.accuracy(logits, data.labels)
-    return scores
+    return {split: session_accuracy(target.session, spec, spec.dataset, split) for split in splits}
 
 
 def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes: tuple[int, ...] = (1, 16),

@@ -41,6 +41,33 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="run director
 
 @app.command()
 @handles_errors
+def compress(model: Annotated[Optional[str], typer.Argument(help="trained model; default: the demo's, trained if needed")] = None,
+             recipe: Annotated[Optional[str], typer.Option(help="recipe name or YAML path")] = None,
+             data: Annotated[Optional[str], typer.Option(help="dataset name (default: the model's)")] = None,
+             out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/compress"),
+             threads: Annotated[int, typer.Option(min=1, help="threads for latency figures")] = 1) -> None:
+    """Run a recipe of stages (prune, distill, quantize) under accuracy gates; with no arguments, on the demo."""
+    from edgemm.cli.tables import bench_table
+    from edgemm.compress.pipeline import compress as run_compress
+
+    log = lambda msg: console.print(f"[cyan]›[/] {msg}", highlight=False)  # noqa: E731
+    with step_progress() as progress:
+        if model is None:
+            from edgemm.demo import run_demo
+            log("no model given: training the built-in demo model first (runs/demo)")
+            run_demo("runs/demo", progress=progress, log=log, bench=False)
+            model = "runs/demo"
+        result = run_compress(model, recipe, out_dir, data=data, threads=threads, log=log, progress=progress)
+    out.print(bench_table(result.report))
+    g = result.gates
+    out.print(f"[green]gates passed[/]: {g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "
+              f"{100 * g['final_accuracy']:.2f} %, batch-1 {g['speedup_vs_torch_eager']:.2f}× vs torch eager, "
+              f"{g['speedup_vs_ort_fp32']:.2f}× vs ORT fp32")
+    out.print(f"wrote {result.final} and {result.out_dir / 'report.md'}")
+
+
+@app.command()
+@handles_errors
 def export(model: ModelArg,
            target: Annotated[Target, typer.Option(help="what to build")] = Target.onnx,
            profile: Annotated[str, typer.Option(help="name in export_profiles/ or a YAML path")] = "x86-cpu",

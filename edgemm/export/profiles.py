@@ -34,12 +34,30 @@ class OnnxSettings(_Strict):
     simplify: bool = True
 
 
+class QuantizationSettings(_Strict):
+    """The int8 scheme the target runs fastest and accurately (see shared notes for measurements)."""
+
+    activations: Literal["uint8", "int8"] = Field("uint8", description="uint8 asymmetric for x86 VNNI; int8 for TensorRT")
+    symmetric_activations: bool = False
+    per_channel: bool = True
+    op_types: list[str] = Field(default_factory=lambda: ["Conv", "MatMul", "Gemm"],
+                                description="quantising Add/Softmax (attention masks) collapses accuracy")
+    calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+
+
+class PruningSettings(_Strict):
+    round_to: int | None = Field(8, ge=1, description="pruned channel counts are multiples of this")
+
+
 class ExportProfile(_Strict):
     name: str
     description: str = ""
     target: Literal["onnx", "tensorrt", "torch-tensorrt"]
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
     onnx: OnnxSettings = OnnxSettings()
     validation: ValidationSettings = ValidationSettings()
+    quantization: QuantizationSettings = QuantizationSettings()
+    pruning: PruningSettings = PruningSettings()
 
 
 def profile_dirs() -> list[Path]:

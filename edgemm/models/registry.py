@@ -114,22 +114,30 @@ def _model_dir(path: Path) -> Path:
 
 
 def _load_run_dir(path: Path) -> LoadedModel:
-    from edgemm.models.weights import load_weights
+    """Rebuild with the recorded factory, replay recorded layer shapes (pruning), load tensors."""
+    from edgemm.models.structure import replay_structure
+    from edgemm.models.weights import load_weights, read_state_dict
 
     model_dir = _model_dir(path)
     try:
         meta = json.loads((model_dir / MODEL_JSON).read_text())
         factory, kwargs = meta["factory"], meta.get("kwargs", {})
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ModelLoadError(f"{model_dir / MODEL_JSON} is corrupt ({err})", "re-create the run") from None
-    module, spec = call_factory(factory, kwargs)
-    load_weights(module, model_dir / WEIGHTS)
-    return LoadedModel(spec, str(path), "run", module, factory, kwargs, weights=model_dir / WEIGHTS)
+        spec = ModelSpec.model_validate(meta["spec"]) if "spec" in meta else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ModelLoadError(f"{model_dir / MODEL_JSON} is corrupt ({str(err)[:200]})", "re-create the run") from None
+    module, factory_spec = call_factory(factory, kwargs)
+    state = read_state_dict(model_dir / WEIGHTS)
+    if meta.get("structure"):
+        replay_structure(module, meta["structure"], state)
+    load_weights(module, model_dir / WEIGHTS, state)
+    return LoadedModel(spec or factory_spec, str(path), "run", module.eval(), factory, kwargs,
+                       weights=model_dir / WEIGHTS)
 
 
 def save_model(loaded: LoadedModel, directory: str | Path) -> list[str]:
     """Write ``model.json`` + ``model.safetensors``; return the file names written."""
     from edgemm.artifacts import write_json
+    from edgemm.models.structure import record_structure
     from edgemm.models.weights import save_weights
 
     if loaded.module is None or loaded.factory is None:
@@ -137,7 +145,8 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> list[str]:
     directory = Path(directory)
     save_weights(loaded.module, directory / WEIGHTS)
     write_json(directory / MODEL_JSON, {"factory": loaded.factory, "kwargs": loaded.kwargs,
-                                        "spec": loaded.spec.model_dump(mode="json")})
+                                        "spec": loaded.spec.model_dump(mode="json"),
+                                        "structure": record_structure(loaded.module)})
     return [WEIGHTS, MODEL_JSON]
 
 

@@ -41,9 +41,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
+def load_weights(module: nn.Module, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
     """Load a state dict strictly; name missing, unexpected and mis-shaped keys."""
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

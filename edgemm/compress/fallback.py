@@ -1,0 +1,122 @@
+"""Accuracy-aware quantization: quantize, measure, keep the most sensitive parts in float, retry.
+
+Order of retreat: whole towers (ranked by the accuracy lost when only that tower
+is quantized), then single nodes (ranked by ONNX Runtime's QDQ debugging tools:
+the signal-to-quantization-noise ratio of each node's output). Stops when the
+gate holds or the recipe's budget of tries is spent; never returns a model that
+missed the gate.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgemm.compress.graph import nodes_by_tower
+from edgemm.compress.quantize import get_quantizer, preprocess
+from edgemm.compress.recipe import QuantizeStage
+from edgemm.errors import GateFailed
+from edgemm.export.profiles import QuantizationSettings
+
+
+@dataclass
+class Attempt:
+    label: str
+    kept_float: list[str]
+    accuracy: float
+    passed: bool
+    kind: str = "try"  # "try" or "sensitivity" (a measurement, not a candidate)
+
+
+@dataclass
+class QuantizeOutcome:
+    path: Path
+    accuracy: float
+    attempts: list[Attempt] = field(default_factory=list)
+    sensitivity: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "sensitivity": self.sensitivity,
+                "attempts": [asdict(a) for a in self.attempts]}
+
+
+def quantize_with_fallback(fp32: Path, work_dir: Path, config: QuantizeStage, scheme: QuantizationSettings,
+                           feeds: list[dict[str, np.ndarray]], evaluate: Callable[[Path], float],
+                           min_accuracy: float, log: Callable[[str], None] = lambda _m: None) -> QuantizeOutcome:
+    import onnx
+
+    quantizer = get_quantizer(config.backend)
+    pre = preprocess(fp32, work_dir / "fp32.pre.onnx") if config.backend == "ort" else fp32
+    groups = nodes_by_tower(onnx.load(str(pre)), scheme.op_types)
+    attempts: list[Attempt] = []
+
+    def attempt(kept: list[str], label: str, kind: str = "try") -> tuple[Path, float]:
+        path = work_dir / f"{kind}{len(attempts)}.onnx"
+        quantizer.quantize(fp32, path, feeds, scheme, config.mode, sorted(set(kept)))
+        acc = evaluate(path)
+        attempts.append(Attempt(label, sorted(set(kept)), acc, acc >= min_accuracy, kind))
+        log(f"{kind} '{label}': accuracy {100 * acc:.2f} % (needs ≥ {100 * min_accuracy:.2f} %)")
+        return path, acc
+
+    kept = [n for tower in config.keep_float for n in groups.get(tower, [])]
+    path, acc = attempt(kept, "quantize all" if not kept else f"keep {config.keep_float} in float")
+    tries, sensitivity = 0, {}
+    if acc < min_accuracy and "tower" in config.fallback.granularity and config.fallback.max_tries:
+        float_accuracy = evaluate(fp32)
+        candidates = [t for t in groups if t not in config.keep_float]
+        for tower in candidates:  # accuracy lost when only this tower is quantized
+            others = [n for t in groups if t != tower for n in groups[t]]
+            _, only = attempt(others, f"only {tower} quantized", "sensitivity")
+            sensitivity[tower] = float(float_accuracy - only)
+        for tower in sorted(candidates, key=lambda t: -sensitivity[t]):
+            if acc >= min_accuracy or tries >= config.fallback.max_tries:
+                break
+            kept += groups[tower]
+            path, acc = attempt(kept, f"keep tower {tower} in float")
+            tries += 1
+    if acc < min_accuracy and "node" in config.fallback.granularity:
+        ranked = [n for n in rank_nodes_by_error(pre, path, feeds[:4], scheme.op_types) if n not in kept]
+        while acc < min_accuracy and tries < config.fallback.max_tries and ranked:
+            batch, ranked = ranked[:config.fallback.nodes_per_try], ranked[config.fallback.nodes_per_try:]
+            kept += batch
+            path, acc = attempt(kept, f"keep nodes {batch} in float")
+            tries += 1
+    outcome = QuantizeOutcome(path, acc, attempts, sensitivity)
+    if acc < min_accuracy:
+        raise GateFailed(_failure_text(outcome, min_accuracy),
+                         "raise fallback.max_tries, add towers to keep_float, or loosen the recipe's gate")
+    return outcome
+
+
+def rank_nodes_by_error(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]],
+                        op_types: list[str]) -> list[str]:
+    """Quantized nodes of the fp32 graph, worst first by output SQNR (onnxruntime qdq_loss_debug)."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                         create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    from edgemm.compress.quantize import _Reader
+
+    float_aug, qdq_aug = fp32.with_suffix(".aug.onnx"), quantized.with_suffix(".aug.onnx")
+    modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
+    modify_model_output_intermediate_tensors(str(quantized), str(qdq_aug))
+    float_acts = collect_activations(str(float_aug), _Reader(feeds))
+    qdq_acts = collect_activations(str(qdq_aug), _Reader(feeds))
+    errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+    producers = {out: node.name for node in onnx.load(str(fp32)).graph.node if node.op_type in op_types
+                 for out in node.output}
+    scored = [(err.get("xmodel_err", np.inf), producers[tensor]) for tensor, err in errors.items()
+              if tensor in producers]
+    float_aug.unlink(missing_ok=True)
+    qdq_aug.unlink(missing_ok=True)
+    return [name for _, name in sorted(scored)]
+
+
+def _failure_text(outcome: QuantizeOutcome, min_accuracy: float) -> str:
+    tried = "; ".join(f"{a.label} → {100 * a.accuracy:.2f} %" for a in outcome.attempts if a.kind == "try")
+    return (f"quantized model misses its accuracy gate: best {100 * max(a.accuracy for a in outcome.attempts):.2f} % "
+            f"< required {100 * min_accuracy:.2f} % after {sum(a.kind == 'try' for a in outcome.attempts)} tries "
+            f"({tried})")

@@ -1,0 +1,34 @@
+"""Which tower an ONNX node belongs to: the set of graph inputs it depends on.
+
+A node fed only by ``image`` is in the image tower; one fed by several inputs is
+part of the fusion. This needs no naming convention from the user's model.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+FUSION = "fusion"
+
+
+def node_towers(model) -> dict[str, str]:
+    """Map node name -> tower (an input name, or 'fusion' when several inputs meet)."""
+    graph = model.graph
+    initialisers = {i.name for i in graph.initializer}
+    sources: dict[str, frozenset[str]] = {i.name: frozenset([i.name]) for i in graph.input if i.name not in initialisers}
+    towers = {}
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        deps = frozenset().union(*(sources.get(x, frozenset()) for x in node.input if x))
+        for out in node.output:
+            sources[out] = deps
+        towers[node.name] = next(iter(deps)) if len(deps) == 1 else FUSION
+    return towers
+
+
+def nodes_by_tower(model, op_types: list[str] | None = None) -> dict[str, list[str]]:
+    op_filter = set(op_types) if op_types else None
+    grouped: dict[str, list[str]] = defaultdict(list)
+    towers = node_towers(model)
+    for node in model.graph.node:
+        if op_filter is None or node.op_type in op_filter:
+            grouped[towers[node.name]].append(node.name)
+    return dict(grouped)

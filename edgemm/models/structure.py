@@ -1,0 +1,42 @@
+"""Record a model's layer shapes and replay them on a fresh build, so a pruned model reloads
+from ``model.json`` + safetensors without pickling (ModelOpt-style restore by replay)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgemm.errors import ModelLoadError
+
+# Attributes that define a layer's shape in torch.nn (and `num_heads` for attention modules).
+SHAPE_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features", "normalized_shape",
+               "num_embeddings", "embedding_dim", "groups", "num_heads")
+
+
+def record_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
+    record = {}
+    for name, module in model.named_modules():
+        attrs = {a: getattr(module, a) for a in SHAPE_ATTRS if isinstance(getattr(module, a, None), (int, tuple))}
+        if attrs:
+            record[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in attrs.items()}
+    return record
+
+
+def replay_structure(model: nn.Module, record: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:
+    """Set recorded attributes and resize parameters/buffers to the saved tensors' shapes."""
+    modules = dict(model.named_modules())
+    for name, attrs in record.items():
+        if name not in modules:
+            raise ModelLoadError(f"recorded layer {name!r} does not exist in the rebuilt model",
+                                 "the factory's architecture changed since the model was saved")
+        for attr, value in attrs.items():
+            setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
+    for key, tensor in state.items():
+        owner_name, _, leaf = key.rpartition(".")
+        owner = modules.get(owner_name)
+        current = getattr(owner, leaf, None) if owner is not None else None
+        if isinstance(current, torch.Tensor) and current.shape != tensor.shape:
+            resized = torch.empty_like(tensor)
+            setattr(owner, leaf, nn.Parameter(resized, current.requires_grad) if isinstance(current, nn.Parameter)
+                    else resized)
