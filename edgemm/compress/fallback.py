@@ -92,27 +92,32 @@ def quantize_with_fallback(fp32: Path, work_dir: Path, config: QuantizeStage, sc
 
 def rank_nodes_by_error(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]],
                         op_types: list[str]) -> list[str]:
-    """Quantized nodes of the fp32 graph, worst first by output SQNR (onnxruntime qdq_loss_debug)."""
+    """Quantized nodes, worst first: the lowest SQNR (float vs QDQ model) among the activations they read.
+
+    Uses onnxruntime's own QDQ debugging tools (``qdq_loss_debug``).
+    """
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                          create_activation_matching,
                                                          modify_model_output_intermediate_tensors)
 
-    from edgemm.compress.quantize import _Reader
-
     float_aug, qdq_aug = fp32.with_suffix(".aug.onnx"), quantized.with_suffix(".aug.onnx")
-    modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
-    modify_model_output_intermediate_tensors(str(quantized), str(qdq_aug))
-    float_acts = collect_activations(str(float_aug), _Reader(feeds))
-    qdq_acts = collect_activations(str(qdq_aug), _Reader(feeds))
-    errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
-    producers = {out: node.name for node in onnx.load(str(fp32)).graph.node if node.op_type in op_types
-                 for out in node.output}
-    scored = [(err.get("xmodel_err", np.inf), producers[tensor]) for tensor, err in errors.items()
-              if tensor in producers]
-    float_aug.unlink(missing_ok=True)
-    qdq_aug.unlink(missing_ok=True)
-    return [name for _, name in sorted(scored)]
+    try:
+        modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
+        modify_model_output_intermediate_tensors(str(quantized), str(qdq_aug))
+        matching = create_activation_matching(collect_activations(str(qdq_aug), feeds),
+                                              collect_activations(str(float_aug), feeds))
+        errors = compute_activation_error(matching)
+    finally:
+        float_aug.unlink(missing_ok=True)
+        qdq_aug.unlink(missing_ok=True)
+    worst: dict[str, float] = {}
+    for node in onnx.load(str(fp32)).graph.node:
+        if node.op_type in op_types:
+            scores = [errors[t].get("xmodel_err", errors[t].get("qdq_err", np.inf)) for t in node.input if t in errors]
+            if scores:
+                worst[node.name] = float(min(scores))
+    return sorted(worst, key=worst.get)
 
 
 def _failure_text(outcome: QuantizeOutcome, min_accuracy: float) -> str:

@@ -27,7 +27,7 @@ class CompressResult:
 
 def compress(model: str, recipe: str | Path | Recipe | None = None, out_dir: str | Path = "runs/compress", *,
              data: str | None = None, threads: int | None = 1, batch_sizes: tuple[int, ...] = (1, 16),
-             log: Callable[[str], None] = print, progress: Callable | None = None) -> CompressResult:
+             timing=None, log: Callable[[str], None] = print, progress: Callable | None = None) -> CompressResult:
     from edgemm.bench.latency import TimingSettings
     from edgemm.bench.runner import run_bench
 
@@ -60,7 +60,7 @@ def compress(model: str, recipe: str | Path | Recipe | None = None, out_dir: str
     log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
     report = run_bench([str(source.path), str(reference_onnx.path), str(artifact.path)], batch_sizes=batch_sizes,
                        threads=threads, splits=REPORT_SPLITS, rounds=3,
-                       timing=TimingSettings(warmup=20, min_iterations=100, min_seconds=2.0))
+                       timing=timing or TimingSettings(warmup=20, min_iterations=100, min_seconds=2.0))
     gates = check_gates(recipe, ctx.reference_accuracy, ctx.accuracy(artifact), report)
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "report.md", comparison_markdown(report, gates, stages, recipe))

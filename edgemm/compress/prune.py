@@ -53,17 +53,17 @@ def prune(model: LoadedModel, config: PruneStage, round_to: int | None) -> dict:
     importance = {"l2": tp.importance.GroupMagnitudeImportance(p=2),
                   "l1": tp.importance.GroupMagnitudeImportance(p=1),
                   "random": tp.importance.RandomImportance()}[config.importance]
-    before = sum(p.numel() for p in module.parameters())
+    before, heads_before = sum(p.numel() for p in module.parameters()), sum(heads.values())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped nn.Parameter
         pruner = tp.pruner.MetaPruner(
             module, example, importance=importance, pruning_ratio=config.ratio,
             pruning_ratio_dict={_tower_module(module, k): r for k, r in config.towers.items()},
             global_pruning=config.global_pruning, ignored_layers=_ignored(module, config), round_to=round_to,
-            num_heads=heads, prune_num_heads=config.prune_heads and bool(heads), head_pruning_ratio=config.head_ratio)
+            num_heads=dict(heads), prune_num_heads=config.prune_heads and bool(heads), head_pruning_ratio=config.head_ratio)
         pruner.step()
     for attn in (m for m in module.modules() if getattr(m, "qkv", None) in heads):
         attn.num_heads = pruner.num_heads[attn.qkv]  # reshapes read it; torch-pruning leaves it stale
     module.eval()
     return {"parameters_before": before, "parameters_after": sum(p.numel() for p in module.parameters()),
-            "heads_before": sum(heads.values()), "heads_after": sum(pruner.num_heads.get(q, 0) for q in heads)}
+            "heads_before": heads_before, "heads_after": sum(pruner.num_heads.get(q, 0) for q in heads)}
