@@ -23,3 +23,4 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_demo_suite.py
+	$(BIN)/python benchmarks/compare_int8.py

@@ -53,7 +53,8 @@ def to_tensors(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> list[torch.Ten
 
 @torch.inference_mode()
 def predict(model: nn.Module, spec: ModelSpec, split: Split, batch_size: int = 256) -> np.ndarray:
-    model.eval()
+    if not isinstance(model, torch.fx.GraphModule):  # exported graphs (INC PT2E) refuse .eval()
+        model.eval()
     outs = [model(*to_tensors(spec, x)).float().numpy() for x, _ in split.batches(batch_size)]
     return np.concatenate(outs)
 

@@ -89,3 +89,19 @@ def test_export_and_bench_end_to_end_on_a_user_model(tmp_path):
                   "--split", "test", "-o", str(tmp_path / "bench"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "bench" / "report.json").is_file() and (tmp_path / "bench" / "report.md").is_file()
+
+
+def test_compress_gate_failure_exits_4_with_a_report(tmp_path):
+    (tmp_path / "fast.yaml").write_text(
+        "name: fast\ngates:\n  max_accuracy_drop: 100\n  min_speedup: 1000\n"
+        "stages:\n  - stage: quantize\n    calibration_samples: 64\n")
+    result = _run("compress", "demo-text-only", "--recipe", str(tmp_path / "fast.yaml"), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 4, result.output
+    assert "missed its gates" in result.output and "required 1000" in result.output
+    assert (tmp_path / "run" / "report.md").is_file() and not (tmp_path / "run" / "final").exists()
+
+
+def test_compress_rejects_a_bad_recipe_key(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: bad\nstages:\n  - stage: distill\n    temprature: 4\n")
+    result = _run("compress", "demo-text-only", "--recipe", str(tmp_path / "bad.yaml"), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "stages.0.distill.temprature" in result.output

@@ -196,6 +196,9 @@ def test_compress_end_to_end_writes_final_model_and_reuses_stages(trained_demo, 
     logs.clear()
     compress(str(trained_demo), _recipe(), tmp_path, batch_sizes=(1,), timing=FAST, log=logs.append)
     assert sum("unchanged inputs, reusing" in line for line in logs) == 5  # reference export + 4 stages
+    quantize_only = compress(str(trained_demo), _recipe(("quantize",)), tmp_path / "q", batch_sizes=(1,), timing=FAST,
+                             log=logs.append)
+    assert [s["stage"] for s in quantize_only.stages] == ["quantize"]  # quantizes the reference export directly
 
 
 def test_missed_gate_fails_and_leaves_no_final_model(trained_demo, tmp_path):
@@ -205,3 +208,16 @@ def test_missed_gate_fails_and_leaves_no_final_model(trained_demo, tmp_path):
     assert not (tmp_path / "final").exists() and not (tmp_path / "manifest.json").exists()
     report = json.loads((tmp_path / "gate_report.json").read_text())
     assert not report["gates"]["passed"] and "FAILED" in (tmp_path / "report.md").read_text()
+
+
+def test_inc_backend_quantizes_the_torch_model_to_onnx_qdq(trained_demo, tmp_path):
+    pytest.importorskip("neural_compressor", reason="INC is the optional 'inc' extra")
+    recipe = Recipe.model_validate({"name": "inc", "gates": {"max_accuracy_drop": 15.0},
+                                    "stages": [{"stage": "quantize", "backend": "inc", "calibration_samples": 64,
+                                                "fallback": {"max_tries": 0}}]})
+    result = compress(str(trained_demo), recipe, tmp_path, batch_sizes=(1,), timing=FAST, log=lambda _m: None)
+    ops = [n.op_type for n in onnx.load(str(result.final)).graph.node]
+    assert ops.count("QuantizeLinear") > 5
+    assert result.stages[0]["stage"] == "quantize" and result.gates["passed"]
+    graph = onnx.load(str(result.final)).graph
+    assert [d.dim_param for d in graph.input[1].type.tensor_type.shape.dim] == ["batch", "", "time"]

@@ -69,7 +69,7 @@ def test_spec_round_trips_through_json(spec):
     (lambda f: f.__setitem__("audio", f["audio"][:1]), "axis 'batch' is 2 in one input but 1"),
     (lambda f: f["audio"].__setitem__((0, 0, 0), np.nan), "NaN"),
     (lambda f: f["text"].__setitem__((0, 0), 10_000), "token ids outside"),
-    (lambda f: f.__setitem__("audio", np.zeros((2, 40, 4), np.float32)), r"'time' = 4 is outside \[8, 400\]"),
+    (lambda f: f.__setitem__("audio", np.zeros((2, 40, 4), np.float32)), r"'time' = 4 is outside \[16, 400\]"),
 ])
 def test_bad_inputs_are_named(spec, mutate, message):
     feed = spec.example_inputs({"batch": 2})

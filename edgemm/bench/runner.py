@@ -48,15 +48,18 @@ class BenchTarget:
 
 
 def _onnx_parameter_count(path: Path | None) -> int | None:
+    """Weights in the graph: every initialiser except shape constants and Q/DQ scales/zero points."""
     if path is None:
         return None
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    # Weights are float (or int8 once quantised); int64 initialisers are shape constants, not parameters.
+    qparams = {name for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for name in node.input[1:]}
     weight_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-                    onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-    return int(sum(np.prod(i.dims, dtype=np.int64) for i in graph.initializer if i.data_type in weight_types))
+                    onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT32}
+    return int(sum(np.prod(i.dims, dtype=np.int64) for i in graph.initializer
+                   if i.data_type in weight_types and i.name not in qparams and len(i.dims) > 0))
 
 
 def load_targets(refs: list[str], backends: list[str] | None, threads: int) -> list[BenchTarget]:

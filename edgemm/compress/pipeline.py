@@ -53,8 +53,10 @@ def compress(model: str, recipe: str | Path | Recipe | None = None, out_dir: str
     ctx.reference_accuracy = ctx.accuracy(source)
     log(f"input model: {recipe.gates.split} accuracy {100 * ctx.reference_accuracy:.2f} %")
     reference_onnx, _ = run_stage(1, "export", None, source, ctx)
-    artifact, stages = source, []
-    for index, (name, config) in enumerate(plan(recipe), start=2):
+    artifact, stages, steps = source, [], plan(recipe)
+    if steps[0][0] == "export":  # the input's export is the reference export: do not redo it
+        artifact, steps = reference_onnx, steps[1:]
+    for index, (name, config) in enumerate(steps, start=2):
         artifact, metrics = run_stage(index, name, config, artifact, ctx)
         stages.append({"stage": name, **{k: v for k, v in metrics.items() if k != "history"}})
     log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")

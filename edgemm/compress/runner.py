@@ -95,62 +95,114 @@ def run_export(config: None, artifact: Artifact, ctx: Context) -> tuple[Artifact
                                                 "max_abs_error": max(c.max_abs_error for c in result.validation.checks)}
 
 
-def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
-    import onnx
+def _quantize_budget(config: QuantizeStage, ctx: Context) -> float:
+    budget = ctx.recipe.gates.allowed_drop(ctx.reference_accuracy)
+    return budget if config.max_accuracy_drop is None else min(budget, config.max_accuracy_drop / 100)
 
+
+def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
     from edgemm.compress.calibration import calibration_feeds
     from edgemm.compress.fallback import quantize_with_fallback
 
+    if config.backend == "inc":
+        return run_quantize_inc(config, artifact, ctx)
     model = artifact.load()
     scheme = ctx.profile.quantization
     if config.calibration_method:
         scheme = scheme.model_copy(update={"calibration_method": config.calibration_method})
     feeds = calibration_feeds(model.spec, ctx.dataset, config.calibration_split, config.calibration_samples)
-    budget = ctx.recipe.gates.allowed_drop(ctx.reference_accuracy)
-    if config.max_accuracy_drop is not None:
-        budget = min(budget, config.max_accuracy_drop / 100)
+    budget = _quantize_budget(config, ctx)
     work = ctx.stage_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     outcome = quantize_with_fallback(
         artifact.path, work, config, scheme, feeds,
         evaluate=lambda p: ctx.accuracy(Artifact("onnx", _with_spec(p, model)), ctx.recipe.gates.split),
         min_accuracy=ctx.reference_accuracy - budget, log=ctx.log)
-    final = ctx.stage_dir / "model.onnx"
-    proto = onnx.load(str(outcome.path))
-    onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: model.spec.to_json(), "edgemm.stage": "quantize"})
-    from edgemm.artifacts import atomic_path
-    with atomic_path(final) as tmp:
-        onnx.save(proto, str(tmp))
+    final = _save_onnx(outcome.path, model, ctx.stage_dir / "model.onnx")
     shutil.rmtree(work, ignore_errors=True)
     return Artifact("onnx", final), {"scheme": scheme.model_dump(), "backend": config.backend, **outcome.to_dict()}
 
 
-def _with_spec(path: Path, model: LoadedModel) -> Path:
-    """Stamp the spec into a candidate so it loads like any edgemm ONNX file."""
+def run_quantize_inc(config: QuantizeStage, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
+    """INC works on the PyTorch model (PT2E) and exports its int8 graph to ONNX Q/DQ."""
     import onnx
 
-    proto = onnx.load(str(path))
+    from edgemm.compress.calibration import calibration_feeds
+    from edgemm.compress.inc import quantize_inc
+    from edgemm.export.onnx import to_onnx_proto
+    from edgemm.train import evaluate
+
+    model = artifact.load()
+    feeds = calibration_feeds(model.spec, ctx.dataset, config.calibration_split, config.calibration_samples)
+    gate_split = _gate_split(ctx, model)
+    budget = _quantize_budget(config, ctx)
+    tuned = quantize_inc(model, feeds, lambda graph: evaluate(graph, model.spec, gate_split),
+                         tolerable_relative_loss=budget / max(ctx.reference_accuracy, 1e-9),
+                         max_trials=config.fallback.max_tries + 1)
+    onnx_path = ctx.stage_dir / "model.onnx"
+    _save_onnx_proto(to_onnx_proto(model, ctx.profile.onnx.opset, module=tuned), model, onnx_path)
+    accuracy = ctx.accuracy(Artifact("onnx", onnx_path))
+    if accuracy < ctx.reference_accuracy - budget:  # INC returns its best model even when it missed
+        onnx_path.rename(ctx.stage_dir / "model.rejected.onnx")
+        raise GateFailed(f"INC int8 misses its accuracy gate: {100 * accuracy:.2f} % < required "
+                         f"{100 * (ctx.reference_accuracy - budget):.2f} % after {config.fallback.max_tries + 1} "
+                         "autotune trials", "raise fallback.max_tries, try backend: ort, or loosen the gate")
+    ops = [n.op_type for n in onnx.load(str(onnx_path)).graph.node]
+    return Artifact("onnx", onnx_path), {"backend": "inc", "quantize_linear_nodes": ops.count("QuantizeLinear")}
+
+
+def _gate_split(ctx: Context, model: LoadedModel):
+    from edgemm.data.datasets import load_split
+
+    return load_split(ctx.dataset, ctx.recipe.gates.split).for_inputs(model.spec.input_names)
+
+
+def _save_onnx(source: Path, model: LoadedModel, target: Path) -> Path:
+    import onnx
+
+    return _save_onnx_proto(onnx.load(str(source)), model, target)
+
+
+def _save_onnx_proto(proto, model: LoadedModel, target: Path) -> Path:
+    """Write a stage's ONNX atomically, stamped with the spec so it loads like any edgemm ONNX."""
+    import onnx
+
+    from edgemm.artifacts import atomic_path
+
     onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: model.spec.to_json()})
-    onnx.save(proto, str(path))
-    return path
+    with atomic_path(target) as tmp:
+        onnx.save(proto, str(tmp))
+    return target
 
 
-STAGES: dict[str, tuple[str, Callable]] = {  # name -> (artifact kind it consumes, function)
-    "prune": ("torch", run_prune),
-    "distill": ("torch", run_distill),
-    "export": ("torch", run_export),
-    "quantize": ("onnx", run_quantize),
-}
+def _with_spec(path: Path, model: LoadedModel) -> Path:
+    """Stamp the spec into a candidate so it loads like any edgemm ONNX file."""
+    return _save_onnx(path, model, path)
+
+
+STAGES: dict[str, Callable] = {"prune": run_prune, "distill": run_distill, "export": run_export,
+                                "quantize": run_quantize}
+
+
+def consumes(config) -> str:
+    """The artifact kind a stage reads: INC quantizes the PyTorch model, other quantizers the ONNX graph."""
+    if isinstance(config, QuantizeStage):
+        return "torch" if config.backend == "inc" else "onnx"
+    return "torch"
+
+
+def produces(config) -> str:
+    return "onnx" if isinstance(config, QuantizeStage) else "torch"
 
 
 def plan(recipe: Recipe) -> list[tuple[str, object]]:
     """Recipe stages with the ONNX export inserted where the artifact kind changes (and at the end)."""
     steps, kind = [], "torch"
     for stage in recipe.stages:
-        if STAGES[stage.stage][0] == "onnx" and kind == "torch":
+        if consumes(stage) == "onnx" and kind == "torch":
             steps.append(("export", None))
-            kind = "onnx"
         steps.append((stage.stage, stage))
+        kind = produces(stage)
     if kind == "torch":
         steps.append(("export", None))
     return steps
@@ -180,7 +232,7 @@ def run_stage(index: int, name: str, config, artifact: Artifact, ctx: Context) -
     ctx.stage_dir = stage_dir
     ctx.log(f"{stage_dir.name}: running")
     start = time.perf_counter()
-    output, metrics = STAGES[name][1](config, artifact, ctx)
+    output, metrics = STAGES[name](config, artifact, ctx)
     accuracy = ctx.accuracy(output)
     metrics.update(artifact_kind=output.kind, accuracy=accuracy, seconds=round(time.perf_counter() - start, 1),
                    accuracy_drop_points=round(100 * (ctx.reference_accuracy - accuracy), 3))

@@ -26,7 +26,7 @@ from edgemm.errors import ConfigError
 
 NAME = "edgemm-digits"
 SPLITS = ("train", "val", "test", "ood")
-SPLIT_SIZES = {"train": 4000, "val": 600, "test": 1500, "ood": 1500}
+SPLIT_SIZES = {"train": 4000, "val": 1000, "test": 1500, "ood": 1500}
 P_MISSING = 0.25
 AUDIO_SECONDS = 1.0
 TIME_FRAMES = 100

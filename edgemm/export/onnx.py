@@ -32,18 +32,21 @@ def export_sizes(spec: ModelSpec) -> dict[str, int]:
     return {name: min(rng.max, max(2, rng.opt if name != "batch" else 2)) for name, rng in spec.axes.items()}
 
 
-def dynamic_shapes(model: LoadedModel) -> tuple:
+def dynamic_shapes(spec: ModelSpec, module) -> tuple:
     """One ``torch.export.Dim`` per axis *name*, shared by every input that uses it."""
     import torch
 
-    dims = {name: torch.export.Dim(name, min=rng.min, max=rng.max) for name, rng in model.spec.axes.items()}
-    per_input = tuple({i: dims[a] for i, a in spec.dynamic_axes.items()} or None for spec in model.spec.inputs)
-    params = inspect.signature(model.module.forward).parameters.values()
+    dims = {name: torch.export.Dim(name, min=rng.min, max=rng.max) for name, rng in spec.axes.items()}
+    per_input = tuple({i: dims[a] for i, a in inp.dynamic_axes.items()} or None for inp in spec.inputs)
+    if isinstance(module, torch.fx.GraphModule):  # traced graphs (INC's) keep a flat input signature
+        return per_input
+    params = inspect.signature(module.forward).parameters.values()
     # forward(*args): torch.export sees one tuple argument, so the shapes nest one level deeper.
     return (per_input,) if any(p.kind is p.VAR_POSITIONAL for p in params) else per_input
 
 
-def to_onnx_proto(model: LoadedModel, opset: int):
+def to_onnx_proto(model: LoadedModel, opset: int, module=None):
+    """Export ``module`` (default: the model's own) with the spec's names and dynamic axes."""
     import logging
 
     import torch
@@ -55,11 +58,11 @@ def to_onnx_proto(model: LoadedModel, opset: int):
         raise ModelLoadError(f"{model.source} is already ONNX", "export a PyTorch model (zoo name, module:factory, run dir)")
     example = model.spec.example_inputs(export_sizes(model.spec), seed=0)
     args = tuple(torch.from_numpy(example[name]) for name in model.spec.input_names)
-    model.module.eval()
+    module = module if module is not None else model.module.eval()
     try:
         program = torch.onnx.export(
-            model.module, args, dynamo=True, opset_version=opset, input_names=model.spec.input_names,
-            output_names=model.spec.output_names, dynamic_shapes=dynamic_shapes(model), external_data=False,
+            module, args, dynamo=True, opset_version=opset, input_names=model.spec.input_names,
+            output_names=model.spec.output_names, dynamic_shapes=dynamic_shapes(model.spec, module), external_data=False,
             verbose=False)
     except Exception as err:  # torch.export raises many types; the message is what helps
         lines = [ln for ln in str(err).splitlines() if ln.strip()]

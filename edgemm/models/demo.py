@@ -19,7 +19,7 @@ def demo_spec(modalities: tuple[str, ...] = MODALITIES, name: str = "demo-fusion
                           vocab_size=digits.TOKENIZER.vocab_size, pad_id=digits.TOKENIZER.PAD,
                           description="word ids, 0 = padding; all padding when there is no text"),
     }
-    axes = {"batch": AxisRange(min=1, opt=16, max=256), "time": AxisRange(min=8, opt=digits.TIME_FRAMES, max=400),
+    axes = {"batch": AxisRange(min=1, opt=16, max=256), "time": AxisRange(min=16, opt=digits.TIME_FRAMES, max=400),
             "seq": AxisRange(min=1, opt=digits.TEXT_LEN, max=64)}
     used = [inputs[m] for m in modalities]
     return ModelSpec(

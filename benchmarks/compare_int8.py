@@ -1,0 +1,70 @@
+"""edgemm int8 vs plain ``onnxruntime.quantization.quantize_static`` (default settings), same model and data.
+
+Both quantize the demo's fp32 ONNX export with the same 512 calibration samples (train split);
+accuracy on test/ood and ORT CPU latency are measured in one bench run (1 thread, alternating).
+Writes ``benchmarks/results/int8-vs-ort-defaults-<machine>.{json,md}``.
+Needs ``runs/demo`` (``edgemm demo``) first.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+
+import onnx
+
+from edgemm.api import bench
+from edgemm.artifacts import write_json, write_text
+from edgemm.bench.latency import TimingSettings
+from edgemm.bench.report import to_markdown
+from edgemm.compress.pipeline import compress
+from edgemm.compress.quantize import _Reader, preprocess
+from edgemm.compress.calibration import calibration_feeds
+from edgemm.environment import cpu_model
+from edgemm.models.registry import SPEC_METADATA_KEY, resolve_model
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def plain_quantize_static(fp32: Path, out: Path, feeds) -> Path:
+    """What a user gets from the ORT docs' default call (after the recommended pre-processing)."""
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    pre = preprocess(fp32, out.with_name("plain.pre.onnx"))
+    quantize_static(str(pre), str(out), type("R", (_Reader, CalibrationDataReader), {})(feeds))
+    proto = onnx.load(str(out))  # stamp the spec so the bench can score accuracy
+    onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: resolve_model(str(fp32)).spec.to_json()})
+    onnx.save(proto, str(out))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--work", type=Path, default=Path("runs/int8-compare"))
+    args = parser.parse_args()
+    fp32 = args.run_dir / "onnx" / "model.onnx"
+    spec = resolve_model(str(fp32)).spec
+    args.work.mkdir(parents=True, exist_ok=True)
+    feeds = calibration_feeds(spec, spec.dataset, "train", 512)
+    plain = plain_quantize_static(fp32, args.work / "plain_defaults.onnx", feeds)
+    ours = compress(str(args.run_dir), "int8", args.work / "edgemm-int8", log=print).final
+    shutil.copy(ours, args.work / "edgemm_int8.onnx")
+    report, _ = bench([str(fp32), str(plain), str(args.work / "edgemm_int8.onnx")], batch_sizes=(1, 16), threads=1,
+                      splits=("test", "ood"), rounds=3, timing=TimingSettings(warmup=20, min_iterations=150,
+                                                                               min_seconds=3.0))
+    names = ["ORT fp32", "quantize_static defaults", "edgemm int8 (x86-cpu scheme)"]
+    markdown = to_markdown(report)
+    for r, name in zip(report["results"], names):
+        r["label"] = name
+        markdown = markdown.replace(f"| {r['model']} | {r['backend']} |", f"| {name} | {r['backend']} |", 1)
+    machine = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
+    write_json(RESULTS / f"int8-vs-ort-defaults-{machine}.json", report)
+    write_text(RESULTS / f"int8-vs-ort-defaults-{machine}.md",
+               markdown.replace("## edgemm bench", "## edgemm int8 vs quantize_static defaults (demo model)"))
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
