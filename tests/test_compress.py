@@ -221,3 +221,27 @@ def test_inc_backend_quantizes_the_torch_model_to_onnx_qdq(trained_demo, tmp_pat
     assert result.stages[0]["stage"] == "quantize" and result.gates["passed"]
     graph = onnx.load(str(result.final)).graph
     assert [d.dim_param for d in graph.input[1].type.tensor_type.shape.dim] == ["batch", "", "time"]
+
+
+@pytest.mark.parametrize("backend", ["fp16", "modelopt"])
+def test_other_quantizer_backends_keep_agreement(trained_onnx, tmp_path, backend):
+    """fp16 (GPU targets) and NVIDIA ModelOpt int8 (TensorRT placement) behind the same interface."""
+    from edgemm.compress.quantize import QUANTIZERS
+
+    if QUANTIZERS[backend].unavailable_reason():
+        pytest.skip(f"{backend}: {QUANTIZERS[backend].unavailable_reason()}")
+    spec = resolve_model(str(trained_onnx)).spec
+    feeds = check_calibration(spec, load_split("edgemm-digits", "train").head(64).for_inputs(spec.input_names))
+    out = QUANTIZERS[backend].quantize(trained_onnx, tmp_path / "q.onnx", feeds,
+                                        load_profile("tensorrt-gpu").quantization, "static", [])
+    import onnxruntime as ort
+
+    val = load_split("edgemm-digits", "val").head(300).for_inputs(spec.input_names)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, val.inputs)[0]  # noqa: E731
+    agreement = float((run(out).argmax(1) == run(trained_onnx).argmax(1)).mean())
+    assert agreement >= 0.95  # the fixture teacher is briefly trained: many near-ties
+    graph = onnx.load(str(out)).graph
+    if backend == "fp16":
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    else:
+        assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 5

@@ -121,16 +121,16 @@ class ModelOptQuantizer(Quantizer):
 
 @register_quantizer
 class Fp16Converter(Quantizer):
-    """fp32 -> fp16 graph with fp32 inputs/outputs (onnxconverter-common), for GPU targets."""
+    """fp32 -> fp16 graph with fp32 inputs/outputs (onnxruntime.transformers.float16), for GPU targets."""
 
     name = "fp16"
-    requires = ("onnxconverter_common",)
+    requires = ("onnxruntime",)
     calibrated = False
 
     def quantize(self, fp32, out, feeds, scheme, mode, exclude):
         import onnx
-        from onnxconverter_common import float16
+        from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True, node_block_list=exclude)
+        model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True, node_block_list=exclude or None)
         onnx.save(model, str(out))
         return out
