@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench bench-ci
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgemm demo
+	$(BIN)/edgemm compress
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -24,3 +25,6 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_demo_suite.py
 	$(BIN)/python benchmarks/compare_int8.py
+
+bench-ci: $(STAMP)
+	$(BIN)/python benchmarks/run_demo_suite.py --ci

@@ -72,7 +72,7 @@ def _file_bytes(*paths: Path | None) -> int | None:
 class TorchSession(Session):
     backend = "torch"
 
-    def __init__(self, model: LoadedModel, threads: int | None):
+    def __init__(self, model: LoadedModel, threads: int | None, compiled: bool = False):
         import torch
 
         from edgemm.train import to_tensors
@@ -83,10 +83,14 @@ class TorchSession(Session):
             torch.set_num_threads(threads)
         self.artifact_bytes = _file_bytes(model.weights) or sum(
             p.numel() * p.element_size() for p in model.module.parameters())
+        # dynamic=True: one graph for every batch/sequence size instead of a recompile per shape.
+        self.forward = torch.compile(model.module, dynamic=True) if compiled else model.module
+        if compiled:
+            self.backend = "torch-compile"
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._torch.inference_mode():
-            out = self.model.module(*self._to_tensors(self.model.spec, feed))
+            out = self.forward(*self._to_tensors(self.model.spec, feed))
         outs = out if isinstance(out, (tuple, list)) else [out]
         if isinstance(out, dict):
             outs = list(out.values())
@@ -103,6 +107,15 @@ class TorchEager(Backend):
 
     def load(self, model: LoadedModel, threads: int | None = None) -> Session:
         return TorchSession(model, threads)
+
+
+@register_backend
+class TorchCompile(TorchEager):
+    name = "torch-compile"
+    description = "torch.compile (inductor), CPU; the first call compiles (seconds)"
+
+    def load(self, model: LoadedModel, threads: int | None = None) -> Session:
+        return TorchSession(model, threads, compiled=True)
 
 
 # -- ONNX Runtime ------------------------------------------------------------------------------

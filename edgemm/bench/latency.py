@@ -7,6 +7,10 @@ from typing import Callable
 
 import numpy as np
 
+from edgemm.bench.stats import percentile_ci, relative_half_width
+
+NOISE_THRESHOLD = 0.05  # a p50 whose 95 % CI is wider than ±5 % is reported as noisy
+
 
 @dataclass
 class Latency:
@@ -48,10 +52,20 @@ class Latency:
         """Items per second at this batch size (from the mean latency)."""
         return self.batch_size * 1000.0 / self.mean
 
-    def summary(self) -> dict[str, float | int]:
+    @property
+    def p50_relative_half_width(self) -> float:
+        """Half-width of the p50's 95 % confidence interval, relative to p50."""
+        return relative_half_width(self.samples_ms, 50)
+
+    def noisy(self, max_relative_ci: float = NOISE_THRESHOLD) -> bool:
+        return self.p50_relative_half_width > max_relative_ci
+
+    def summary(self) -> dict:
         return {"batch_size": self.batch_size, "count": self.count, "warmup": self.warmup, "p50_ms": self.p50,
                 "p90_ms": self.p90, "p99_ms": self.p99, "mean_ms": self.mean, "std_ms": self.std,
-                "throughput_per_s": self.throughput}
+                "p50_ci95_ms": list(percentile_ci(self.samples_ms, 50)),
+                "p90_ci95_ms": list(percentile_ci(self.samples_ms, 90)),
+                "noisy": self.noisy(), "throughput_per_s": self.throughput}
 
     def to_dict(self) -> dict:
         return {**self.summary(), "samples_ms": [round(s, 5) for s in self.samples_ms]}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from edgemm.errors import EdgemmError
 from edgemm.models.registry import LoadedModel, resolve_model
 from edgemm.spec import ModelSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # bump on any incompatible change to the report layout (see report.schema.json)
 ProgressFn = Callable[[str], None]
 
 
@@ -29,21 +30,49 @@ class BenchTarget:
     session: Session
     latencies: dict[int, Latency] = field(default_factory=dict)
     accuracy: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # task outputs per split
+    fidelity: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, float] = field(default_factory=dict)
+    flops_per_item: int | None = None
+
+    @property
+    def variant(self) -> str:
+        """Model name plus, for ONNX files, the run folder that tells variants of one model apart."""
+        if self.model.onnx_path is None:
+            return self.model.spec.name
+        folders = [p for p in reversed(Path(self.model.source).parent.parts)
+                   if p not in ("final", "onnx", "work") and not re.match(r"^\d\d-", p)]
+        return f"{self.model.spec.name} ({folders[0]})" if folders else self.model.spec.name
 
     @property
     def label(self) -> str:
-        return f"{self.model.spec.name} on {self.backend}"
+        return f"{self.variant} on {self.backend}"
 
     def parameters(self) -> int | None:
         if self.model.module is not None:
             return self.model.parameter_count()
         return _onnx_parameter_count(self.model.onnx_path)
 
-    def to_dict(self) -> dict:
+    def is_int8(self) -> bool:
+        if self.model.onnx_path is None:
+            return False
+        import onnx
+
+        return any(n.op_type in ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger")
+                   for n in onnx.load(str(self.model.onnx_path), load_external_data=False).graph.node)
+
+    def efficiency(self, peak_gflops: float | None) -> float | None:
+        """Achieved FLOP/s at the largest batch as a fraction of the machine's GEMM peak (roofline)."""
+        if not (self.flops_per_item and peak_gflops and self.latencies):
+            return None
+        return self.flops_per_item * self.latencies[max(self.latencies)].throughput / (peak_gflops * 1e9)
+
+    def to_dict(self, peak_gflops: float | None = None) -> dict:
         return {"label": self.label, "artifact": self.model.source, "kind": self.model.kind,
-                "model": self.model.spec.name, "backend": self.backend, "parameters": self.parameters(),
-                "size_bytes": self.session.artifact_bytes, "trained": self.model.trained,
-                "accuracy": self.accuracy,
+                "model": self.variant, "backend": self.backend, "parameters": self.parameters(),
+                "size_bytes": self.session.artifact_bytes, "trained": self.model.trained, "int8": self.is_int8(),
+                "flops_per_item": self.flops_per_item, "efficiency": self.efficiency(peak_gflops),
+                "memory": self.memory, "accuracy": self.accuracy, "fidelity": self.fidelity,
                 "latency": [self.latencies[b].to_dict() for b in sorted(self.latencies)]}
 
 
@@ -63,6 +92,8 @@ def _onnx_parameter_count(path: Path | None) -> int | None:
 
 
 def load_targets(refs: list[str], backends: list[str] | None, threads: int) -> list[BenchTarget]:
+    from edgemm.bench.cost import onnx_flops, rss_mb, torch_flops
+
     targets = []
     for ref in refs:
         model = resolve_model(ref)
@@ -72,7 +103,12 @@ def load_targets(refs: list[str], backends: list[str] | None, threads: int) -> l
                 raise EdgemmError(f"backend {name!r} cannot run {ref} ({model.kind} model)",
                                   "give an .onnx artifact for ONNX Runtime backends (`edgemm export` makes one), "
                                   "a PyTorch model for 'torch'")
-            targets.append(BenchTarget(model, name, backend.load(model, threads)))
+            before = rss_mb()
+            target = BenchTarget(model, name, backend.load(model, threads))
+            target.memory["load_rss_mb"] = round(rss_mb() - before, 2)
+            target.flops_per_item = (onnx_flops(model.onnx_path, model.spec) if model.onnx_path
+                                     else torch_flops(model.module, model.spec))
+            targets.append(target)
     return targets
 
 
@@ -92,24 +128,46 @@ def latency_inputs(model: LoadedModel, batch_size: int, split: str | None) -> di
 
 def session_accuracy(session: Session, spec: ModelSpec, dataset: str, split: str, batch_size: int = 64) -> float:
     """Task accuracy of any backend session on a dataset split."""
+    return metrics.accuracy(*task_outputs(session, spec, dataset, split, batch_size))
+
+
+def task_outputs(session: Session, spec: ModelSpec, dataset: str, split: str, batch_size: int = 64):
+    """The task output over a split, and its labels."""
     from edgemm.data.datasets import load_split
 
     data = load_split(dataset, split).for_inputs(spec.input_names)
-    logits = np.concatenate([session.run(x)[spec.task.output] for x, _ in data.batches(batch_size)])
-    return metrics.accuracy(logits, data.labels)
+    return np.concatenate([session.run(x)[spec.task.output] for x, _ in data.batches(batch_size)]), data.labels
 
 
 def evaluate_accuracy(target: BenchTarget, splits: list[str]) -> dict[str, float]:
+    """Accuracy per split; keeps the outputs so fidelity to the reference can be measured."""
     spec = target.model.spec
     if not spec.dataset or spec.task.kind != "classification":
         return {}
-    return {split: session_accuracy(target.session, spec, spec.dataset, split) for split in splits}
+    scores = {}
+    for split in splits:
+        target.outputs[split], labels = task_outputs(target.session, spec, spec.dataset, split)
+        scores[split] = metrics.accuracy(target.outputs[split], labels)
+    return scores
+
+
+def fidelity(reference: BenchTarget, target: BenchTarget) -> dict[str, float]:
+    """Top-1 agreement and mean cosine of the task output against the first artifact, per split."""
+    shared = [s for s in target.outputs if s in reference.outputs
+              and target.outputs[s].shape == reference.outputs[s].shape]
+    result = {}
+    for split in shared:
+        result[f"top1_agreement_{split}"] = metrics.top1_agreement(reference.outputs[split], target.outputs[split])
+        result[f"cosine_{split}"] = metrics.mean_cosine(reference.outputs[split], target.outputs[split])
+    return result
 
 
 def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes: tuple[int, ...] = (1, 16),
               threads: int | None = None, splits: tuple[str, ...] = ("test",), timing: TimingSettings = TimingSettings(),
-              rounds: int = 2, progress: ProgressFn | None = None) -> dict:
+              rounds: int = 2, breakdown: bool = False, progress: ProgressFn | None = None) -> dict:
     """Time every target at every batch size, alternating targets over ``rounds`` to spread machine noise."""
+    from edgemm.bench.cost import gemm_peak_gflops, peak_rss_mb
+    from edgemm.bench.guards import warnings_for
     from edgemm.environment import machine_info
 
     threads = threads or os.cpu_count() or 1
@@ -118,6 +176,7 @@ def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes
     for target in targets:
         say(f"accuracy: {target.label}")
         target.accuracy = evaluate_accuracy(target, list(splits))
+        target.fidelity = fidelity(targets[0], target) if target is not targets[0] else {}
     per_round = TimingSettings(timing.warmup, max(1, timing.min_iterations // rounds), timing.min_seconds / rounds,
                                timing.max_iterations)
     for batch_size in batch_sizes:
@@ -131,12 +190,25 @@ def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes
                     target.latencies[batch_size].warmup += lat.warmup
                 else:
                     target.latencies[batch_size] = lat
+    say("machine peak: fp32 GEMM micro-benchmark")
+    machine = machine_info(threads)
+    machine["peak_gflops_fp32"] = round(gemm_peak_gflops(threads), 1)
+    machine["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    results = [t.to_dict(machine["peak_gflops_fp32"]) for t in targets]
+    if breakdown:
+        from edgemm.bench.breakdown import modality_breakdown
+
+        for target, result in zip(targets, results):
+            if target.backend == "torch" and hasattr(target.model.module, "towers"):
+                say(f"per-modality breakdown: {target.label}")
+                result["breakdown"] = modality_breakdown(target.model, timing, threads)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": "edgemm bench",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(threads),
+        "machine": machine,
         "settings": {"batch_sizes": list(batch_sizes), "threads": threads, "splits": list(splits),
                      "rounds": rounds, "timing": timing.__dict__},
-        "results": [t.to_dict() for t in targets],
+        "results": results,
+        "warnings": warnings_for(results),
     }

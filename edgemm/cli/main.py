@@ -112,18 +112,52 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
           warmup: Annotated[int, typer.Option(min=0)] = 10,
           min_iterations: Annotated[int, typer.Option(min=1)] = 50,
           min_seconds: Annotated[float, typer.Option(min=0)] = 1.0,
+          rounds: Annotated[int, typer.Option(min=1, help="alternating rounds over the artifacts")] = 2,
+          breakdown: Annotated[bool, typer.Option(help="time preprocessing, each tower and fusion (torch)")] = False,
+          baseline: Annotated[Optional[Path], typer.Option(help="report.json to compare with (CI gate)")] = None,
+          fail_on: Annotated[str, typer.Option(help="thresholds vs --baseline, e.g. 'p50=10%,accuracy=1'")] = "p50=10%,p90=15%,accuracy=1",
           out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench")) -> None:
-    """Latency (p50/p90/p99, mean, throughput), accuracy and size on the same inputs; JSON + Markdown."""
+    """Latency (p50/p90/p99 with CIs), accuracy, fidelity, size, FLOPs; JSON + Markdown + plots; CI gate."""
     from edgemm.api import bench as api_bench
     from edgemm.bench.latency import TimingSettings
+    from edgemm.bench.regression import RegressionFound, load_report, parse_fail_on, regressions
     from edgemm.cli.tables import bench_table
 
+    limits = parse_fail_on(fail_on) if baseline else {}
+    old = load_report(baseline) if baseline else None
     with status("benchmarking") as say:
         report, paths = api_bench(artifacts, backends=backend, batch_sizes=tuple(batch_size), threads=threads,
                                   splits=tuple(split), timing=TimingSettings(warmup, min_iterations, min_seconds),
-                                  out_dir=out_dir, progress=say)
+                                  rounds=rounds, breakdown=breakdown, out_dir=out_dir, progress=say)
     out.print(bench_table(report))
-    out.print(f"wrote {paths[0]} and {paths[1]}")
+    for warning in report["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    out.print(f"wrote {paths[0]}, {paths[1]} and plots in {out_dir}")
+    if old is not None:
+        found = regressions(old, report, limits)
+        if found:
+            raise RegressionFound(f"{len(found)} regression(s) against {baseline}: " + "; ".join(found),
+                                  "investigate, or refresh the baseline if the change is intended")
+        out.print(f"[green]no regression[/] against {baseline} ({fail_on})")
+
+
+@app.command()
+@handles_errors
+def report(reports: Annotated[list[Path], typer.Argument(help="run directories or report.json files")],
+           out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/report")) -> None:
+    """Re-render Markdown and plots from bench reports; with several, compare each with the first."""
+    from edgemm.artifacts import write_text
+    from edgemm.bench.regression import load_report, regressions
+    from edgemm.bench.report import plot, to_markdown
+
+    loaded = [load_report(p) for p in reports]
+    parts = [to_markdown(r).replace("## edgemm bench", f"## {p}") for p, r in zip(reports, loaded)]
+    for path, rep in zip(reports[1:], loaded[1:]):
+        diff = regressions(loaded[0], rep, {"p50_ms": 0.0, "p90_ms": 0.0, "accuracy": 0.0})
+        parts.append(f"### {path} vs {reports[0]}\n\n" + ("\n".join(f"- slower/worse: {d}" for d in diff) or "- no change for the worse"))
+    write_text(out_dir / "report.md", "\n\n".join(parts) + "\n")
+    pngs = plot(loaded, out_dir)
+    out.print(f"wrote {out_dir / 'report.md'} and {', '.join(str(p) for p in pngs)}")
 
 
 @app.command()

@@ -115,3 +115,22 @@ def load(split: str) -> Split:
         if present[i, 2]:
             text_x[i] = TOKENIZER.encode(text_hints.hint(int(label), rng), TEXT_LEN)
     return Split(split, {"image": image_x, "audio": audio_x, "text": text_x}, labels.astype(np.int64))
+
+
+def raw_sample(split: str = "test", index: int = 0) -> dict[str, object]:
+    """One sample as the sensors deliver it: an 8x8 scan, a waveform, a string (for end-to-end timing)."""
+    images, image_labels = _image_pool(split)
+    clips, clip_labels, _ = _clips()
+    rng = np.random.default_rng(index)
+    label = int(image_labels[index % len(image_labels)])
+    pool = _audio_pool(split)
+    clip = clips[rng.choice(pool[clip_labels[pool] == label])]
+    return {"image": images[index % len(images)], "audio": _noisy_audio(clip, rng),
+            "text": text_hints.hint(label, rng)}
+
+
+PREPROCESSORS = {
+    "image": lambda raw: pp.resize_image(raw)[None, None],
+    "audio": lambda raw: pp.log_mel(raw, TIME_FRAMES)[None],
+    "text": lambda raw: TOKENIZER.encode(raw, TEXT_LEN)[None],
+}

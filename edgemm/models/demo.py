@@ -32,8 +32,11 @@ def demo_spec(modalities: tuple[str, ...] = MODALITIES, name: str = "demo-fusion
     )
 
 
-def demo_fusion(modalities: tuple[str, ...] | list[str] = MODALITIES, dim: int = 128, width: float = 1.0):
+def demo_fusion(modalities: tuple[str, ...] | list[str] = MODALITIES, dim: int = 128, width: float = 1.0,
+                seed: int = 0):
     """Build the demo model (random init) and its spec; one modality gives a unimodal baseline."""
+    import torch
+
     from edgemm.data import digits
     from edgemm.data import preprocess as pp
     from edgemm.models.fusion import FusionClassifier
@@ -49,6 +52,8 @@ def demo_fusion(modalities: tuple[str, ...] | list[str] = MODALITIES, dim: int =
         "audio": lambda: AudioCNN(pp.N_MELS, scale((64, 128, 128)), dim),
         "text": lambda: TextTransformer(digits.TOKENIZER.vocab_size, dim, depth=2, num_heads=4),
     }
-    model = FusionClassifier({m: builders[m]() for m in modalities}, dim, num_classes=10)
+    with torch.random.fork_rng():  # deterministic initial weights, without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = FusionClassifier({m: builders[m]() for m in modalities}, dim, num_classes=10)
     name = "demo-fusion" if len(modalities) > 1 else f"demo-{modalities[0]}-only"
     return model, demo_spec(modalities, name)
