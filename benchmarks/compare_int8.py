@@ -3,7 +3,7 @@
 Both quantize the demo's fp32 ONNX export with the same 512 calibration samples (train split);
 accuracy on test/ood and ORT CPU latency are measured in one bench run (1 thread, alternating).
 Writes ``benchmarks/results/int8-vs-ort-defaults-<machine>.{json,md}``.
-Needs ``runs/demo`` (``edgemm demo``) first.
+Needs ``runs/demo`` (``edgemm demo``) first; reuses ``runs/compress-int8`` from the suite.
 """
 from __future__ import annotations
 
@@ -44,12 +44,12 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     parser.add_argument("--work", type=Path, default=Path("runs/int8-compare"))
     args = parser.parse_args()
-    fp32 = args.run_dir / "onnx" / "model.onnx"
+    ours = compress(str(args.run_dir), "int8", Path("runs/compress-int8"), log=print).final  # reused if unchanged
+    fp32 = Path("runs/compress-int8/01-export/model.onnx")  # the same model's validated fp32 export
     spec = resolve_model(str(fp32)).spec
     args.work.mkdir(parents=True, exist_ok=True)
-    feeds = calibration_feeds(spec, spec.dataset, "train", 512)
+    feeds = calibration_feeds(spec, spec.dataset, "train", 512)  # what the int8 recipe calibrates on
     plain = plain_quantize_static(fp32, args.work / "plain_defaults.onnx", feeds)
-    ours = compress(str(args.run_dir), "int8", args.work / "edgemm-int8", log=print).final
     shutil.copy(ours, args.work / "edgemm_int8.onnx")
     report, _ = bench([str(fp32), str(plain), str(args.work / "edgemm_int8.onnx")], batch_sizes=(1, 16), threads=1,
                       splits=("test", "ood"), rounds=3, timing=TimingSettings(warmup=20, min_iterations=150,
@@ -60,8 +60,8 @@ def main() -> None:
         r["label"] = name
         markdown = markdown.replace(f"| {r['model']} | {r['backend']} |", f"| {name} | {r['backend']} |", 1)
     machine = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
-    write_json(RESULTS / f"int8-vs-ort-defaults-{machine}.json", report)
-    write_text(RESULTS / f"int8-vs-ort-defaults-{machine}.md",
+    write_json(RESULTS / machine / "int8-vs-ort-defaults.json", report)
+    write_text(RESULTS / machine / "int8-vs-ort-defaults.md",
                markdown.replace("## edgemm bench", "## edgemm int8 vs quantize_static defaults (demo model)"))
     print(markdown)
 

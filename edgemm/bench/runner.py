@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +36,11 @@ class BenchTarget:
 
     @property
     def variant(self) -> str:
-        """Model name plus, for ONNX files, the run folder that tells variants of one model apart."""
+        """Model name plus, for ONNX files, the two folders above the file: variants of one model differ there."""
         if self.model.onnx_path is None:
             return self.model.spec.name
-        folders = [p for p in reversed(Path(self.model.source).parent.parts)
-                   if p not in ("final", "onnx", "work") and not re.match(r"^\d\d-", p)]
-        return f"{self.model.spec.name} ({folders[0]})" if folders else self.model.spec.name
+        folders = Path(self.model.source).parent.parts[-2:]
+        return f"{self.model.spec.name} ({'/'.join(folders)})" if folders else self.model.spec.name
 
     @property
     def label(self) -> str:

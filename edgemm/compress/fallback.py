@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from edgemm.compress.graph import nodes_by_tower
-from edgemm.compress.quantize import get_quantizer, preprocess
+from edgemm.compress.quantize import PREPROCESSED, get_quantizer, preprocess
 from edgemm.compress.recipe import QuantizeStage
 from edgemm.errors import GateFailed
 from edgemm.export.profiles import QuantizationSettings
@@ -48,7 +48,7 @@ def quantize_with_fallback(fp32: Path, work_dir: Path, config: QuantizeStage, sc
     import onnx
 
     quantizer = get_quantizer(config.backend)
-    pre = preprocess(fp32, work_dir / "fp32.pre.onnx") if config.backend == "ort" else fp32
+    pre = preprocess(fp32, work_dir / PREPROCESSED) if config.backend == "ort" else fp32
     groups = nodes_by_tower(onnx.load(str(pre)), scheme.op_types)
     attempts: list[Attempt] = []
 

@@ -63,6 +63,9 @@ class _Reader:
         self.index = 0
 
 
+PREPROCESSED = "fp32.pre.onnx"
+
+
 def preprocess(fp32: Path, out: Path) -> Path:
     """ORT's recommended pre-pass (shape inference + optimisation) before quantizing."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -84,7 +87,7 @@ class OrtQuantizer(Quantizer):
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                               quantize_dynamic, quantize_static)
 
-        source = preprocess(fp32, fp32.with_name(fp32.stem + ".pre.onnx"))
+        source = preprocess(fp32, out.parent / PREPROCESSED)  # beside the output, never in the input's stage
         if mode == "dynamic":
             quantize_dynamic(str(source), str(out), per_channel=scheme.per_channel, weight_type=QuantType.QInt8,
                              op_types_to_quantize=[t for t in scheme.op_types if t in ("MatMul", "Gemm")],
