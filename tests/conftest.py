@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(config, items):
         has_gpu = torch.cuda.is_available()
     except ImportError:
         has_gpu = False
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with TensorRT installed (pip install 'edgemm[tensorrt]')")
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA); TensorRT tests also need pip install 'edgemm[tensorrt]'")
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip)

@@ -180,3 +180,24 @@ def test_breakdown_times_each_modality_tower_and_fusion():
                            "tower:text", "fusion head", "end to end", "model only"}
     assert all(s["p50_ms"] > 0 for s in stages.values())
     assert "Where the time goes: demo-fusion" in to_markdown(report)
+
+
+@pytest.mark.gpu
+def test_cuda_backend_times_with_events():
+    report = run_bench(["demo-fusion"], backends=["torch-cuda"], batch_sizes=(1, 16), threads=1, splits=("val",),
+                       timing=FAST, rounds=1)
+    result = report["results"][0]
+    assert report["machine"]["gpu"] and result["memory"]["gpu_peak_allocated_mb"] > 0
+    assert 0 < result["memory"]["device_forward_p50_ms"] <= result["latency"][0]["p99_ms"]
+
+
+def test_cuda_backend_is_refused_without_a_gpu():
+    import torch
+
+    from edgemm.bench.backends import get_backend
+    from edgemm.errors import BackendUnavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
+        get_backend("torch-cuda")

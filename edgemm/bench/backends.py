@@ -118,6 +118,49 @@ class TorchCompile(TorchEager):
         return TorchSession(model, threads, compiled=True)
 
 
+class TorchCudaSession(TorchSession):
+    """Eager PyTorch on the GPU. ``run`` copies inputs in and outputs out and so synchronises; the
+    forward pass alone is also timed with CUDA events (``device_ms``)."""
+
+    backend = "torch-cuda"
+
+    def __init__(self, model: LoadedModel, threads: int | None):
+        super().__init__(model, threads)
+        self.forward = model.module.to("cuda")
+        self.device_ms: list[float] = []
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        inputs = [t.to("cuda", non_blocking=True) for t in self._to_tensors(self.model.spec, feed)]
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.inference_mode():
+            start.record()
+            out = self.forward(*inputs)
+            end.record()
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        result = {name: t.float().cpu().numpy() for name, t in zip(self.model.spec.output_names, outs)}
+        torch.cuda.synchronize()
+        self.device_ms.append(start.elapsed_time(end))
+        return result
+
+    def memory(self) -> dict[str, float]:
+        return {"gpu_peak_allocated_mb": self._torch.cuda.max_memory_allocated() / 2**20}
+
+
+@register_backend
+class TorchCuda(TorchEager):
+    name = "torch-cuda"
+    description = "PyTorch eager on an NVIDIA GPU (CUDA events + synchronisation)"
+
+    def unavailable_reason(self) -> str | None:
+        import torch
+
+        return None if torch.cuda.is_available() else "no CUDA GPU visible to torch"
+
+    def load(self, model: LoadedModel, threads: int | None = None) -> Session:
+        return TorchCudaSession(model, threads)
+
+
 # -- ONNX Runtime ------------------------------------------------------------------------------
 class OrtSession(Session):
     def __init__(self, model: LoadedModel, threads: int | None, providers: list[str], backend: str):

@@ -192,6 +192,11 @@ def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes
     machine = machine_info(threads)
     machine["peak_gflops_fp32"] = round(gemm_peak_gflops(threads), 1)
     machine["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    for target in targets:  # GPU sessions add device memory and CUDA-event forward times
+        if hasattr(target.session, "memory"):
+            target.memory.update(target.session.memory())
+        if getattr(target.session, "device_ms", None):
+            target.memory["device_forward_p50_ms"] = float(np.percentile(target.session.device_ms, 50))
     results = [t.to_dict(machine["peak_gflops_fp32"]) for t in targets]
     if breakdown:
         from edgemm.bench.breakdown import modality_breakdown
