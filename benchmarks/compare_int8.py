@@ -19,7 +19,7 @@ from edgemm.artifacts import write_json, write_text
 from edgemm.bench.latency import TimingSettings
 from edgemm.bench.report import to_markdown
 from edgemm.compress.pipeline import compress
-from edgemm.compress.quantize import _Reader, preprocess
+from edgemm.compress.quantize import calibration_reader, preprocess
 from edgemm.compress.calibration import calibration_feeds
 from edgemm.environment import cpu_model
 from edgemm.models.registry import SPEC_METADATA_KEY, resolve_model
@@ -29,10 +29,10 @@ RESULTS = Path(__file__).parent / "results"
 
 def plain_quantize_static(fp32: Path, out: Path, feeds) -> Path:
     """What a user gets from the ORT docs' default call (after the recommended pre-processing)."""
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization import quantize_static
 
     pre = preprocess(fp32, out.with_name("plain.pre.onnx"))
-    quantize_static(str(pre), str(out), type("R", (_Reader, CalibrationDataReader), {})(feeds))
+    quantize_static(str(pre), str(out), calibration_reader(feeds))
     proto = onnx.load(str(out))  # stamp the spec so the bench can score accuracy
     onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: resolve_model(str(fp32)).spec.to_json()})
     onnx.save(proto, str(out))

@@ -25,7 +25,7 @@ from edgemm.errors import ConfigError, GateFailed, InputError
 from edgemm.export.onnx import export_onnx
 from edgemm.export.profiles import load_profile
 from edgemm.models.registry import resolve_model, save_model
-from edgemm.train import TrainConfig, evaluate, to_tensors, train_classifier
+from edgemm.train import TrainConfig, to_tensors, train_classifier
 
 FAST = TimingSettings(warmup=1, min_iterations=3, min_seconds=0.0)
 

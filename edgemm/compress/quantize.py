@@ -19,7 +19,6 @@ from edgemm.export.profiles import QuantizationSettings
 class Quantizer(ABC):
     name: str
     requires: tuple[str, ...] = ()
-    calibrated = True
 
     def unavailable_reason(self) -> str | None:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -47,20 +46,18 @@ def get_quantizer(name: str) -> Quantizer:
     return quantizer
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over a list of feeds (re-iterable)."""
+def calibration_reader(feeds: list[dict[str, np.ndarray]]):
+    """An onnxruntime CalibrationDataReader over a list of feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
-        self.feeds, self.index = feeds, 0
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(feeds)
 
-    def get_next(self):
-        if self.index >= len(self.feeds):
-            return None
-        self.index += 1
-        return self.feeds[self.index - 1]
+        def get_next(self):
+            return next(self.feeds, None)
 
-    def rewind(self) -> None:
-        self.index = 0
+    return Reader()
 
 
 PREPROCESSED = "fp32.pre.onnx"
@@ -84,8 +81,7 @@ class OrtQuantizer(Quantizer):
     requires = ("onnxruntime",)
 
     def quantize(self, fp32, out, feeds, scheme, mode, exclude):
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_dynamic, quantize_static)
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
         source = preprocess(fp32, out.parent / PREPROCESSED)  # beside the output, never in the input's stage
         if mode == "dynamic":
@@ -93,7 +89,7 @@ class OrtQuantizer(Quantizer):
                              op_types_to_quantize=[t for t in scheme.op_types if t in ("MatMul", "Gemm")],
                              nodes_to_exclude=exclude)
             return out
-        reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
+        reader = calibration_reader(feeds)
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[scheme.calibration_method]
         quantize_static(
@@ -128,7 +124,6 @@ class Fp16Converter(Quantizer):
 
     name = "fp16"
     requires = ("onnxruntime",)
-    calibrated = False
 
     def quantize(self, fp32, out, feeds, scheme, mode, exclude):
         import onnx

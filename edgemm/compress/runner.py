@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from edgemm import __version__
-from edgemm.artifacts import read_manifest, sha256_file, write_json, write_manifest
+from edgemm.artifacts import read_manifest, sha256_file, write_manifest
 from edgemm.compress.recipe import DistillStage, PruneStage, QuantizeStage, Recipe
-from edgemm.errors import ConfigError, GateFailed
-from edgemm.export.profiles import ExportProfile, load_profile
+from edgemm.errors import GateFailed
+from edgemm.export.profiles import ExportProfile
 from edgemm.models.registry import MODEL_JSON, SPEC_METADATA_KEY, WEIGHTS, LoadedModel, resolve_model
 
 Log = Callable[[str], None]
