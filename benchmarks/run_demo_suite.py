@@ -12,14 +12,15 @@ import argparse
 import re
 from pathlib import Path
 
+import json
+
 import numpy as np
 import yaml
 
-from edgemm.api import bench
+from edgemm.api import bench, compress
 from edgemm.artifacts import write_json, write_text
 from edgemm.bench.latency import TimingSettings
 from edgemm.bench.report import to_markdown, validate_report
-from edgemm.compress.pipeline import compress
 from edgemm.compress.recipe import load_recipe
 from edgemm.demo import run_demo
 from edgemm.environment import cpu_model
@@ -27,8 +28,8 @@ from edgemm.environment import cpu_model
 HERE = Path(__file__).parent
 
 
-def _timing(cfg: dict) -> tuple[TimingSettings, int]:
-    return TimingSettings(cfg["warmup"], cfg["min_iterations"], cfg["min_seconds"]), cfg["rounds"]
+def _timing(cfg: dict) -> TimingSettings:
+    return TimingSettings.model_validate(cfg)
 
 
 def _shortened(recipe: str, epochs: int):
@@ -40,12 +41,12 @@ def _shortened(recipe: str, epochs: int):
     return loaded
 
 
-def stability(artifact: str, runs: int, timing: TimingSettings, rounds: int) -> dict:
+def stability(artifact: str, runs: int, timing: TimingSettings) -> dict:
     p50s = []
     for _ in range(runs):
-        report, _ = bench([artifact], batch_sizes=(1,), threads=1, splits=(), timing=timing, rounds=rounds)
-        p50s.append(report["results"][0]["latency"][0]["p50_ms"])
-        flagged = report["results"][0]["latency"][0]["noisy"]
+        report, _ = bench([artifact], batch_sizes=(1,), threads=1, splits=(), timing=timing)
+        p50s.append(report.results[0].at(1).p50_ms)
+        flagged = report.results[0].at(1).noisy
     spread = max(abs(p / float(np.median(p50s)) - 1) for p in p50s)
     return {"artifact": artifact, "p50_ms": p50s, "max_deviation_from_median": spread,
             "within_5_percent": spread <= 0.05, "last_run_flagged_noisy": flagged}
@@ -58,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     suite = yaml.safe_load(args.suite.read_text())
     ci = suite["ci"] if args.ci else {}
-    timing, rounds = _timing(ci.get("timing", suite["timing"]))
+    timing = _timing(ci.get("timing", suite["timing"]))
     machine = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
     runs = Path("runs/bench-ci" if args.ci else "runs")
     out = runs / "suite" if args.ci else HERE / "results" / machine
@@ -74,11 +75,11 @@ def main() -> None:
     sections = []
     for threads in ci.get("threads", suite["threads"]):
         report, _ = bench(artifacts, batch_sizes=tuple(suite["batch_sizes"]), threads=threads,
-                          splits=tuple(suite["splits"]), timing=timing, rounds=rounds, breakdown=threads == 1,
+                          splits=tuple(suite["splits"]), timing=timing, breakdown=threads == 1,
                           out_dir=out / f"{threads}-thread")
-        validate_report(report)
-        sections.append(to_markdown(report).replace("## edgemm bench", f"## Variants, {threads} thread(s)"))
-    check = stability(artifacts[1], suite["stability_runs"], timing, rounds)
+        validate_report(json.loads(report.to_json()))
+        sections.append(to_markdown(report, title=f"Variants, {threads} thread(s)"))
+    check = stability(artifacts[1], suite["stability_runs"], timing)
     write_json(out / "stability.json", check)
     sections.append(f"## Stability: ORT fp32 artifact benched {suite['stability_runs']} times (batch 1, 1 thread)\n\n"
                     f"p50: {', '.join(f'{p:.3f} ms' for p in check['p50_ms'])}; largest deviation from their median "

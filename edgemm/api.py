@@ -2,47 +2,81 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgemm.errors import BackendUnavailable, ConfigError, InputError
+from edgemm.artifacts import write_text
+from edgemm.bench.latency import TimingSettings
+from edgemm.bench.regression import Comparison, compare, gate, parse_fail_on
+from edgemm.bench.report import plot, to_markdown, write_report
+from edgemm.bench.runner import run_bench
+from edgemm.bench.schema import BenchReport, json_schema
+from edgemm.compress.pipeline import CompressResult
+from edgemm.compress.pipeline import compress as run_compress
+from edgemm.compress.quantizer import QUANTIZERS
+from edgemm.compress.recipe import available_recipes, recipe_model
+from edgemm.compress.stage import STAGES
+from edgemm.data.datasets import DATASETS
+from edgemm.errors import ConfigError, InputError
+from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles, load_profile, profile_model
+from edgemm.export.target import EXPORT_TARGETS, ExportResult
+from edgemm.export.validate import ValidationReport
+from edgemm.export.validate import validate as run_validation
+from edgemm.models.registry import ZOO, resolve_model
+from edgemm.registry import Registry
+from edgemm.runtime import BACKENDS, load_session
+
+# What `edgemm list` shows, by the name a user types.
+REGISTRIES: dict[str, Registry] = {"stages": STAGES, "quantizers": QUANTIZERS, "targets": EXPORT_TARGETS,
+                                   "backends": BACKENDS, "models": ZOO, "datasets": DATASETS}
 
 
-def export(model: str, *, target: str = "onnx", profile: str = "x86-cpu", out_dir: str | Path = "runs/export",
-           weights: str | Path | None = None):
+def export(model: str, *, target: str = "onnx", profile: str = DEFAULT_PROFILE, out_dir: str | Path = "runs/export",
+           weights: str | Path | None = None) -> ExportResult:
     """Export ``model`` for ``target`` with an export profile; returns an ``ExportResult``."""
-    from edgemm.export.onnx import export_onnx
-    from edgemm.export.profiles import load_profile
-    from edgemm.models.registry import resolve_model
-
-    if target != "onnx":
-        raise BackendUnavailable(f"target {target!r} is not available in this version of edgemm",
-                                 "export with --target onnx; TensorRT engines are built from that ONNX file")
+    exporter = EXPORT_TARGETS.get(target)
     settings = load_profile(profile)
     if settings.target != target:
         raise ConfigError(f"profile {settings.name!r} is for target {settings.target!r}, not {target!r}",
                           "pick a profile made for this target")
-    return export_onnx(resolve_model(model, weights), out_dir, settings)
+    return exporter.export(resolve_model(model, weights), Path(out_dir), settings)
 
 
-def validate(candidate: str | Path, reference: str, *, profile: str = "x86-cpu", weights: str | Path | None = None):
-    from edgemm.export.onnx import validate as run_validation
-    from edgemm.export.profiles import load_profile
-    from edgemm.models.registry import resolve_model
-
+def validate(candidate: str | Path, reference: str, *, profile: str = DEFAULT_PROFILE,
+             weights: str | Path | None = None) -> ValidationReport:
     ref = resolve_model(reference, weights)
     return run_validation(ref, resolve_model(str(candidate)), load_profile(profile).validation)
 
 
-def bench(artifacts: list[str], *, out_dir: str | Path | None = None, progress: Callable[[str], None] | None = None,
-          **options) -> tuple[dict, tuple[Path, Path] | None]:
-    """Run the benchmark (see ``edgemm.bench.runner.run_bench`` for options); write JSON + Markdown."""
-    from edgemm.bench.report import write_report
-    from edgemm.bench.runner import run_bench
-
-    report = run_bench(artifacts, progress=progress, **options)
+def bench(artifacts: Sequence[str], *, out_dir: str | Path | None = None, labels: Sequence[str] | None = None,
+          progress: Callable[[str], None] | None = None, **options: Any) -> tuple[BenchReport, tuple[Path, Path] | None]:
+    """Run the benchmark (see ``edgemm.bench.runner.run_bench`` for options); write JSON + Markdown + plots."""
+    report = run_bench(list(artifacts), labels=labels, progress=progress, **options)
     return report, (write_report(report, out_dir) if out_dir else None)
+
+
+def check_regressions(baseline: str | Path, report: BenchReport, fail_on: str) -> Comparison:
+    """Compare with a baseline report; raises RegressionFound (exit 5) or ConfigError when nothing matches."""
+    return gate(BenchReport.load(baseline), report, parse_fail_on(fail_on), str(baseline))
+
+
+def report(reports: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, list[Path]]:
+    """Re-render Markdown + plots from bench reports; with several, compare each with the first."""
+    loaded = [BenchReport.load(p) for p in reports]
+    parts = [to_markdown(rep, title=str(path)) for path, rep in zip(reports, loaded)]
+    for path, rep in zip(reports[1:], loaded[1:]):
+        diff = compare(loaded[0], rep, {"p50_ms": 0.0, "p90_ms": 0.0, "accuracy": 0.0})
+        lines = [f"- slower/worse: {d}" for d in diff.regressions] or ["- no change for the worse"]
+        parts.append(f"### {path} vs {reports[0]}\n\n" + "\n".join(lines + [f"- {n}" for n in diff.notes()]))
+    markdown = write_text(Path(out_dir) / "report.md", "\n\n".join(parts) + "\n")
+    return markdown, plot(loaded, Path(out_dir))
+
+
+def compress(model: str, recipe: str | Path | None = None, out_dir: str | Path = "runs/compress",
+             **options: Any) -> CompressResult:
+    """Run a recipe on ``model`` (see ``edgemm.compress.pipeline.compress`` for options)."""
+    return run_compress(model, recipe, out_dir, **options)
 
 
 def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
@@ -60,12 +94,39 @@ def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def predict(model: str, inputs: str | Path | dict[str, np.ndarray], *, weights: str | Path | None = None,
-            backend: str | None = None) -> dict[str, np.ndarray]:
+            backend: str | None = None, threads: int | None = None) -> dict[str, np.ndarray]:
     """Check ``inputs`` against the model contract, then run the model once."""
-    from edgemm.bench.backends import default_backend, get_backend
-    from edgemm.models.registry import resolve_model
-
     loaded = resolve_model(model, weights)
     feed = inputs if isinstance(inputs, dict) else load_inputs(inputs)
     loaded.spec.check_inputs(feed)
-    return get_backend(backend or default_backend(loaded)).load(loaded).run(feed)
+    return load_session(loaded, backend, threads).run(feed)
+
+
+def components(kind: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """What is registered, what each declares, and whether it is usable here (``edgemm list``)."""
+    kinds = [kind] if kind else list(REGISTRIES)
+    unknown = [k for k in kinds if k not in REGISTRIES and k not in ("recipes", "profiles")]
+    if unknown:
+        raise ConfigError(f"nothing called {unknown[0]!r} to list",
+                          f"choose one of {', '.join([*REGISTRIES, 'recipes', 'profiles'])}")
+    listed = {k: [entry.summary() for entry in REGISTRIES[k]] for k in kinds if k in REGISTRIES}
+    if kind in ("recipes", None):
+        listed["recipes"] = [{"name": r} for r in available_recipes()]
+    if kind in ("profiles", None):
+        listed["profiles"] = [{"name": p} for p in available_profiles()]
+    return listed
+
+
+SCHEMAS = {"recipe": lambda: recipe_model().model_json_schema(),
+           "profile": lambda: profile_model().model_json_schema(by_alias=True), "report": json_schema}
+
+
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of a recipe, an export profile or a bench report, as the registries make it now."""
+    if name not in SCHEMAS:
+        raise ConfigError(f"no schema called {name!r}", f"choose one of {', '.join(SCHEMAS)}")
+    return SCHEMAS[name]()
+
+
+__all__ = ["TimingSettings", "bench", "check_regressions", "components", "compress", "export", "load_inputs",
+           "predict", "report", "schema", "validate"]

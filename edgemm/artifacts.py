@@ -1,7 +1,8 @@
 """Atomic artifact writes, hashing and the run manifest.
 
-Every file is written to a temporary sibling and renamed into place, so an
-interrupted run never leaves a file that looks complete. The manifest is
+Every file is written to a temporary sibling, flushed to disk (fsync), renamed into
+place and the rename itself flushed (fsync of the directory), so neither an interrupted
+run nor a crash of the machine leaves a file that looks complete. The manifest is
 written last; a run directory without ``"complete": true`` is unfinished.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from edgemm.environment import versions
 
 MANIFEST = "manifest.json"
 
@@ -31,9 +34,20 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path.chmod(0o666 & ~umask)  # mkstemp creates 0600; artifacts are ordinary files
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, target)
+        _fsync(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes, or a directory's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(target: str | Path, text: str) -> Path:
@@ -79,8 +93,6 @@ def sha256_tree(path: str | Path) -> str:
 def write_manifest(run_dir: str | Path, *, kind: str, inputs: dict[str, str], config: dict[str, Any],
                    metrics: dict[str, Any], artifacts: list[str], extra: dict[str, Any] | None = None) -> Path:
     """Write ``manifest.json`` last: what produced this directory and what it holds."""
-    from edgemm.environment import versions
-
     run_dir = Path(run_dir)
     manifest = {
         "kind": kind,

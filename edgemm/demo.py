@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from edgemm.artifacts import read_manifest, write_manifest
-from edgemm.train import TrainConfig
+from edgemm.bench.latency import TimingSettings
+from edgemm.bench.report import write_report
+from edgemm.bench.runner import run_bench
+from edgemm.bench.schema import BenchReport
+from edgemm.data.datasets import load_split
+from edgemm.export.profiles import DEFAULT_PROFILE, load_profile
+from edgemm.export.target import EXPORT_TARGETS
+from edgemm.models.registry import resolve_model, save_model
+from edgemm.train import TrainConfig, evaluate, train_classifier
 
 FUSED = "demo-fusion"
 BASELINES = ("demo-image-only", "demo-audio-only", "demo-text-only")
@@ -25,23 +33,24 @@ Progress = Callable[[str, int, int], None]  # (task, done, total)
 class DemoResult:
     out_dir: Path
     accuracy: dict[str, dict[str, float]]  # model -> split -> accuracy
-    bench: dict
+    bench: BenchReport | None
+    reused: list[str] = field(default_factory=list)  # models whose earlier training was reused
 
 
 def _config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_zoo_model(name: str, out_dir: Path, config: TrainConfig, progress: Progress | None = None) -> dict[str, float]:
-    """Train a zoo model on its dataset, save it (safetensors + model.json + manifest); return accuracies."""
-    from edgemm.data.datasets import load_split
-    from edgemm.models.registry import resolve_model, save_model
-    from edgemm.train import evaluate, train_classifier
+def train_zoo_model(name: str, out_dir: Path, config: TrainConfig,
+                    progress: Progress | None = None) -> tuple[dict[str, float], bool]:
+    """Train a zoo model on its dataset, save it (safetensors + model.json + manifest).
 
+    Returns the accuracy per split and whether an earlier run with the same settings was reused.
+    """
     run_config = {"model": name, "train": asdict(config), "splits": list(EVAL_SPLITS)}
     manifest = read_manifest(out_dir)
     if manifest and manifest.get("complete") and manifest["config"].get("key") == _config_key(run_config):
-        return manifest["metrics"]["accuracy"]  # same model, same settings: reuse
+        return manifest["metrics"]["accuracy"], True  # same model, same settings: reuse
     model = resolve_model(name)
     spec = model.spec
     train, val = load_split(spec.dataset, "train"), load_split(spec.dataset, "val")
@@ -54,31 +63,30 @@ def train_zoo_model(name: str, out_dir: Path, config: TrainConfig, progress: Pro
                    metrics={"accuracy": accuracy, "parameters": model.parameter_count(),
                             "seconds": round(result.seconds, 1), "history": result.history},
                    artifacts=files, extra={"spec": spec.model_dump(mode="json")})
-    return accuracy
+    return accuracy, False
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 8, threads: int | None = None,
-             batch_sizes: tuple[int, ...] = (1, 16), profile: str = "x86-cpu",
-             progress: Progress | None = None, log: Callable[[str], None] = print, bench: bool = True) -> DemoResult:
-    from edgemm.bench.report import write_report
-    from edgemm.bench.runner import run_bench
-    from edgemm.export.onnx import ONNX_FILE, export_onnx
-    from edgemm.export.profiles import load_profile
-    from edgemm.models.registry import resolve_model
-
+             batch_sizes: tuple[int, ...] = (1, 16), profile: str = DEFAULT_PROFILE, train: TrainConfig | None = None,
+             timing: TimingSettings | None = None, progress: Progress | None = None,
+             log: Callable[[str], None] = print, bench: bool = True) -> DemoResult:
+    """``train`` overrides the training settings built from ``epochs`` (shorter runs in tests)."""
     out_dir = Path(out_dir)
-    config = TrainConfig(epochs=epochs)
-    accuracy = {}
+    config = train or TrainConfig(epochs=epochs)
+    accuracy, reused = {}, []
     for name in (FUSED, *BASELINES):
         log(f"train {name}")
         target = out_dir / "model" if name == FUSED else out_dir / "baselines" / name
-        accuracy[name] = train_zoo_model(name, target, config, progress)
+        accuracy[name], was_reused = train_zoo_model(name, target, config, progress)
+        if was_reused:
+            log(f"  {name}: trained before with the same settings, reusing {target}")
+            reused.append(name)
     if not bench:
-        return DemoResult(out_dir, accuracy, {})
+        return DemoResult(out_dir, accuracy, None, reused)
     log("export demo-fusion to ONNX (dynamo, onnxslim) and validate against PyTorch")
-    export_onnx(resolve_model(out_dir), out_dir / "onnx", load_profile(profile))
+    exported = EXPORT_TARGETS.get("onnx").export(resolve_model(out_dir), out_dir / "onnx", load_profile(profile))
     log("benchmark torch eager vs ONNX Runtime CPU")
-    report = run_bench([str(out_dir), str(out_dir / "onnx" / ONNX_FILE)], batch_sizes=batch_sizes, threads=threads,
-                       splits=("test", "ood"), progress=lambda msg: log(f"  {msg}"))
+    report = run_bench([str(out_dir), str(exported.path)], batch_sizes=batch_sizes, threads=threads,
+                       splits=("test", "ood"), timing=timing, progress=lambda msg: log(f"  {msg}"))
     write_report(report, out_dir / "bench")
-    return DemoResult(out_dir, accuracy, report)
+    return DemoResult(out_dir, accuracy, report, reused)

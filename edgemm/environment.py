@@ -1,14 +1,20 @@
-"""Where a figure was measured: CPU, threads, governor, library versions, GPU when present."""
+"""Where a figure was measured: CPU, cores, threads, memory, governor, library versions, GPU."""
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
+import resource
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from edgemm.lazy import lazy_import
+
+torch = lazy_import("torch")
+
 LIBRARIES = ("edgemm", "torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "numpy", "tensorrt",
-             "torch-tensorrt", "neural-compressor", "torch-pruning", "nvidia-modelopt")
+             "torch-tensorrt", "neural-compressor", "neural-compressor-pt", "torch-pruning", "nvidia-modelopt")
 
 
 def versions() -> dict[str, str]:
@@ -38,14 +44,25 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _affinity() -> list[int] | None:
+    try:
+        return sorted(psutil.Process().cpu_affinity())
+    except (AttributeError, psutil.Error):  # not offered on macOS
+        return None
+
+
 def machine_info(threads: int | None = None) -> dict[str, Any]:
+    freq = psutil.cpu_freq()
     info: dict[str, Any] = {
         "hostname": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
         "cpu": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "logical_cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "affinity": _affinity(),
+        "cpu_max_mhz": round(freq.max, 0) if freq and freq.max else None,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "threads": threads,
         "versions": versions(),
@@ -59,11 +76,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
 
 def gpu_info() -> dict[str, Any] | None:
     """GPU name and memory via torch when CUDA is usable; None on CPU-only machines."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
+    if not torch.available or not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
     return {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
@@ -77,3 +90,13 @@ def describe(info: dict[str, Any]) -> str:
     gpu = f", GPU {info['gpu']['name']}" if info.get("gpu") else ""
     threads = f", {info['threads']} thread(s)" if info.get("threads") else ""
     return f"{info.get('cpu')} ({info.get('logical_cores')} cores{threads}){gpu}, {libs}"
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process."""
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Highest resident set size this process reached (psutil has no portable peak; getrusage does)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

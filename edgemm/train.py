@@ -10,18 +10,23 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
+from edgemm.artifacts import atomic_path, write_json
 from edgemm.data.datasets import Split
-from edgemm.metrics import accuracy
+from edgemm.lazy import lazy_import
+from edgemm.runtime import accuracy
+from edgemm.runtime.backends.pytorch import TorchSession
+from edgemm.runtime.convert import to_tensors
 from edgemm.spec import ModelSpec
 
+torch = lazy_import("torch")
+safetensors_torch = lazy_import("safetensors.torch")
+
 ProgressFn = Callable[[int, int, str], None]  # (done, total, message)
-LossFn = Callable[[nn.Module, list[torch.Tensor], torch.Tensor], torch.Tensor]
+LossFn = Callable[[Any, list[Any], Any], Any]  # (model, input tensors, labels) -> loss tensor
 
 
 @dataclass
@@ -46,21 +51,9 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def to_tensors(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> list[torch.Tensor]:
-    """Inputs in the spec's order: the contract's positional calling convention."""
-    return [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in spec.input_names]
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, spec: ModelSpec, split: Split, batch_size: int = 256) -> np.ndarray:
-    if not isinstance(model, torch.fx.GraphModule):  # exported graphs (INC PT2E) refuse .eval()
-        model.eval()
-    outs = [model(*to_tensors(spec, x)).float().numpy() for x, _ in split.batches(batch_size)]
-    return np.concatenate(outs)
-
-
-def evaluate(model: nn.Module, spec: ModelSpec, split: Split) -> float:
-    return accuracy(predict(model, spec, split), split.labels)
+def evaluate(model: Any, spec: ModelSpec, split: Split) -> float:
+    """Accuracy of a PyTorch module, scored like every other session (runtime.accuracy)."""
+    return accuracy(TorchSession(model, spec), split, batch_size=256)
 
 
 def _dist() -> tuple[int, int]:
@@ -70,18 +63,18 @@ def _dist() -> tuple[int, int]:
 
 
 def task_loss(config: TrainConfig) -> LossFn:
-    ce = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     return lambda model, inputs, labels: ce(model(*inputs), labels)
 
 
-def fit(model: nn.Module, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
+def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
         loss_fn: LossFn | None = None, progress: ProgressFn | None = None,
         checkpoint_dir: Path | None = None) -> TrainResult:
     """AdamW + one-cycle schedule; keeps the weights of the best validation epoch."""
     torch.manual_seed(config.seed)
     rank, world = _dist()
     loss_fn = loss_fn or task_loss(config)
-    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     steps_per_epoch = -(-len(train) // config.batch_size)
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(
         config.max_steps, config.epochs * steps_per_epoch)
@@ -131,38 +124,32 @@ def fit(model: nn.Module, spec: ModelSpec, train: Split, val: Split, config: Tra
                        stopped_early)
 
 
-def train_classifier(model: nn.Module, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
+def train_classifier(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
                      progress: ProgressFn | None = None) -> TrainResult:
     return fit(model, spec, train, val, config, task_loss(config), progress)
 
 
 # -- checkpoints (tensors via safetensors, optimiser via torch.save of tensors/numbers only) ---------------
 def _save_checkpoint(folder: Path, model, optimiser, schedule, config: TrainConfig, state: dict, best) -> None:
-    from safetensors.torch import save_file
-
-    from edgemm.artifacts import atomic_path, write_json
-
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "student.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     with atomic_path(folder / "best.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
+        safetensors_torch.save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
     with atomic_path(folder / "optimiser.pt") as tmp:
         torch.save({"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}, tmp)
     write_json(folder / "checkpoint.json", {"config": asdict(config), **state})  # last: marks it complete
 
 
 def _resume(folder: Path, model, optimiser, schedule, config: TrainConfig, state: dict):
-    from safetensors.torch import load_file
-
     meta_path = folder / "checkpoint.json"
     if not meta_path.is_file():
         return state, None
     meta = json.loads(meta_path.read_text())
     if meta.pop("config") != asdict(config):
         return state, None  # different settings: start clean
-    model.load_state_dict(load_file(str(folder / "student.safetensors")))
+    model.load_state_dict(safetensors_torch.load_file(str(folder / "student.safetensors")))
     extra = torch.load(folder / "optimiser.pt", weights_only=True)
     optimiser.load_state_dict(extra["optimiser"])
     schedule.load_state_dict(extra["schedule"])
-    return meta, load_file(str(folder / "best.safetensors"))
+    return meta, safetensors_torch.load_file(str(folder / "best.safetensors"))

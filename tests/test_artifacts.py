@@ -32,3 +32,20 @@ def test_manifest_hashes_artifacts_and_tree_hash_tracks_content(tmp_path):
     before = sha256_tree(tmp_path)
     (tmp_path / "w.bin").write_bytes(b"abd")
     assert sha256_tree(tmp_path) != before
+
+
+def test_atomic_write_reaches_the_disk_before_it_becomes_visible(tmp_path, monkeypatch):
+    """The file's bytes are flushed before the rename, and the rename itself after: true after a crash too."""
+    import os
+
+    synced, real_fsync = [], os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    write_json(tmp_path / "a.json", {"v": 1})
+    assert len(synced) == 2
+    assert synced[0].startswith(str(tmp_path / ".a.json.")) and synced[0].endswith(".partial")  # before the rename
+    assert synced[1] == str(tmp_path)  # the directory entry, after it

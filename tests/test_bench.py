@@ -1,87 +1,116 @@
-"""Latency statistics, the bench runner and its reports."""
+"""Latency statistics, the bench runner, the typed report and its renderings, the regression gate."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from edgemm.bench.latency import Latency, TimingSettings, measure
 from edgemm.bench.guards import warnings_for
-from edgemm.bench.regression import parse_fail_on, regressions
+from edgemm.bench.latency import Latency, TimingSettings, measure
+from edgemm.bench.regression import compare, gate, pair_results, parse_fail_on
 from edgemm.bench.report import plot, to_markdown, validate_report, write_report
+from edgemm.bench.runner import latency_inputs, run_bench
+from edgemm.bench.schema import SCHEMA_FILE, BenchReport, BenchSettings, Machine, Result, json_schema
 from edgemm.bench.stats import percentile_ci
-from edgemm.bench.runner import run_bench
-from edgemm.errors import EdgemmError
+from edgemm.data.datasets import load_split
+from edgemm.errors import ConfigError, EdgemmError
+from edgemm.models.registry import resolve_model
+from edgemm.runtime import load_session
 
 from .conftest import FACTORY
 
-FAST = TimingSettings(warmup=2, min_iterations=10, min_seconds=0.0)
+FAST = TimingSettings(warmup=2, min_iterations=10, min_seconds=0.0, rounds=2)
+ONE_ROUND = FAST.model_copy(update={"rounds": 1})
+COMMITTED_V2 = Path(__file__).parents[1] / "benchmarks/results/intel-r-xeon-r-processor/1-thread/report.json"
 
 
 def test_latency_statistics_on_known_samples():
     lat = Latency(batch_size=4, samples_ms=[float(i) for i in range(1, 101)])
-    assert lat.p50 == pytest.approx(50.5)
-    assert lat.p90 == pytest.approx(90.1)
-    assert lat.p99 == pytest.approx(99.01)
-    assert lat.mean == pytest.approx(50.5)
-    assert lat.throughput == pytest.approx(4 * 1000 / 50.5)
-    assert lat.to_dict()["samples_ms"][:3] == [1.0, 2.0, 3.0]
+    assert lat.p50_ms == pytest.approx(50.5) and lat.p90_ms == pytest.approx(90.1) and lat.p99_ms == pytest.approx(99.01)
+    assert lat.mean_ms == pytest.approx(50.5) and lat.throughput_per_s == pytest.approx(4 * 1000 / 50.5)
+    dumped = lat.model_dump(mode="json")
+    assert dumped["samples_ms"][:3] == [1.0, 2.0, 3.0] and dumped["p50_ms"] == pytest.approx(50.5)
+    dumped["p50_ms"] = 999.0  # statistics in a file are recomputed from the raw samples, never trusted
+    assert Latency.model_validate(dumped).p50_ms == pytest.approx(50.5)
 
 
 def test_measure_honours_warmup_count_and_duration():
-    calls = []
-    lat = measure(lambda: calls.append(1), 1, TimingSettings(warmup=3, min_iterations=20, min_seconds=0.0))
-    assert lat.count == 20 and len(calls) == 23
-    lat = measure(lambda: None, 1, TimingSettings(warmup=0, min_iterations=1, min_seconds=0.05))
-    assert lat.count > 1  # min_iterations=1 was met at once; it kept going for 50 ms
+    calls, started_at = [], []
+    samples = measure(lambda: calls.append(1), TimingSettings(warmup=3, min_iterations=20, min_seconds=0.0),
+                      on_timed_start=lambda: started_at.append(len(calls)))
+    assert len(samples) == 20 and len(calls) == 23 and started_at == [3]  # timers start after the warm-up
+    samples = measure(lambda: None, TimingSettings(warmup=0, min_iterations=1, min_seconds=0.05))
+    assert len(samples) > 1  # min_iterations=1 was met at once; it kept going for 50 ms
 
 
 def test_bench_compares_torch_and_onnx_on_the_same_model(tiny_onnx, tmp_path):
-    report = run_bench([FACTORY, str(tiny_onnx)], batch_sizes=(1, 4), threads=1, splits=(), timing=FAST, rounds=2)
-    assert report["schema_version"] == 2 and report["machine"]["threads"] == 1
-    validate_report(report)
-    assert report["machine"]["peak_gflops_fp32"] > 0
-    assert report["machine"]["cpu"] and report["machine"]["versions"]["onnxruntime"]
-    torch_result, ort_result = report["results"]
-    assert (torch_result["backend"], ort_result["backend"]) == ("torch", "ort-cpu")
-    assert torch_result["parameters"] == ort_result["parameters"] > 0
-    for result in report["results"]:
-        lat = {e["batch_size"]: e for e in result["latency"]}
-        assert set(lat) == {1, 4}
-        assert lat[4]["count"] == len(lat[4]["samples_ms"]) >= FAST.min_iterations
-        assert 0 < lat[1]["p50_ms"] <= lat[1]["p90_ms"] <= lat[1]["p99_ms"]
-    for result in report["results"]:
-        assert result["flops_per_item"] > 0 and 0 < result["efficiency"] < 1
+    report = run_bench([FACTORY, str(tiny_onnx)], batch_sizes=(1, 4), threads=1, splits=(), timing=FAST)
+    validate_report(json.loads(report.to_json()))
+    assert report.schema_version == 3 and report.machine.threads == 1
+    assert report.machine.peak_gops["fp32"] > 0 and report.machine.peak_gops["int8"] > 0
+    assert report.machine.cpu and report.machine.versions["onnxruntime"]
+    torch_result, ort_result = report.results
+    assert (torch_result.backend, ort_result.backend) == ("torch", "ort-cpu")
+    assert torch_result.id.endswith("-torch") and ort_result.id == f"{ort_result.artifact_sha256[:12]}-ort-cpu"
+    assert torch_result.parameters == ort_result.parameters > 0
+    for result in report.results:
+        assert [lat.batch_size for lat in result.latency] == [1, 4]
+        assert result.at(4).count == len(result.at(4).samples_ms) >= FAST.min_iterations
+        assert 0 < result.at(1).p50_ms <= result.at(1).p90_ms <= result.at(1).p99_ms
+        assert result.precision == result.peak_precision == "fp32" and 0 < result.efficiency < 1
     json_path, md_path = write_report(report, tmp_path)
-    assert (tmp_path / "pareto.png").exists() is False  # no accuracy without a dataset: no Pareto chart
+    assert not (tmp_path / "pareto.png").exists()  # no accuracy without a dataset: no Pareto chart
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads(json_path.read_text())["results"][0]["label"] == torch_result["label"]
+    assert BenchReport.load(json_path).results[1].at(4).samples_ms == pytest.approx(ort_result.at(4).samples_ms,
+                                                                                      abs=1e-5)
     markdown = md_path.read_text()
     assert "| tiny-image-text | torch |" in markdown and "| tiny-image-text (" in markdown
     assert "Untrained (random) weights" in markdown  # honest about meaningless accuracy
 
 
-def test_bench_reports_accuracy_on_the_eval_split():
-    report = run_bench(["demo-text-only"], batch_sizes=(2,), threads=1, splits=("val",), timing=FAST, rounds=1)
-    acc = report["results"][0]["accuracy"]["val"]
-    assert 0.0 <= acc <= 1.0
-    md = to_markdown(report)
-    assert "acc val" in md and f"{100 * acc:.1f} %" in md and "p50 95 % CI" in md
+def test_bench_accuracy_is_the_models_real_accuracy(trained_demo):
+    report = run_bench([str(trained_demo)], batch_sizes=(2,), threads=1, splits=("val", "ood"), timing=ONE_ROUND)
+    model, result = resolve_model(trained_demo), report.results[0]
+    for split in ("val", "ood"):
+        data = load_split("edgemm-digits", split)
+        with torch.inference_mode():  # by hand, not through edgemm's runtime
+            logits = np.concatenate([model.module(*[torch.from_numpy(x[n]) for n in model.spec.input_names]).numpy()
+                                     for x, _ in data.batches(500)])
+        assert result.accuracy[split] == pytest.approx(float((logits.argmax(1) == data.labels).mean()))
+    assert result.accuracy["val"] > 0.3  # trained: far above chance (0.1)
+    assert f"| {100 * result.accuracy['val']:.1f} % |" in to_markdown(report)
+
+
+def test_int8_efficiency_is_measured_against_the_int8_peak(trained_onnx, trained_int8):
+    """Bug: int8 throughput was compared with the fp32 GEMM peak (committed results showed 103 % and 114 %)."""
+    report = run_bench([str(trained_onnx), str(trained_int8)], batch_sizes=(1, 16), threads=1, splits=(),
+                       timing=ONE_ROUND)
+    fp32, int8 = report.results
+    peaks = report.machine.peak_gops
+    assert (fp32.precision, int8.precision) == ("fp32", "int8") and int8.peak_precision == "int8"
+    for result in (fp32, int8):
+        achieved = result.flops_per_item * result.at(16).throughput_per_s / 1e9
+        assert result.efficiency == pytest.approx(achieved / peaks[result.precision])
+        assert 0 < result.efficiency < 1
+    assert "% of int8" in to_markdown(report)
 
 
 def test_backend_that_cannot_run_the_artifact_is_refused():
     with pytest.raises(EdgemmError, match="cannot run"):
         run_bench([FACTORY], backends=["ort-cpu"], batch_sizes=(1,), splits=(), timing=FAST)
-    with pytest.raises(EdgemmError, match="unknown backend"):
+    with pytest.raises(EdgemmError, match="unknown backend 'tpu'"):
         run_bench([FACTORY], backends=["tpu"], batch_sizes=(1,), splits=(), timing=FAST)
 
 
-def test_latency_inputs_are_real_eval_samples():
-    from edgemm.bench.runner import latency_inputs
-    from edgemm.data.datasets import load_split
-    from edgemm.models.registry import resolve_model
+def test_the_same_artifact_twice_is_refused(tiny_onnx):
+    with pytest.raises(ConfigError, match="already in this run"):
+        run_bench([str(tiny_onnx), str(tiny_onnx)], batch_sizes=(1,), splits=(), timing=FAST)
 
+
+def test_latency_inputs_are_real_eval_samples():
     feed = latency_inputs(resolve_model("demo-fusion"), 3, "test")
     assert np.array_equal(feed["audio"], load_split("edgemm-digits", "test").inputs["audio"][:3])
 
@@ -91,113 +120,166 @@ def test_percentile_confidence_interval_on_known_samples():
     rng = np.random.default_rng(0)
     covered = sum(lo <= 1.0 <= hi for lo, hi in (percentile_ci(rng.lognormal(0, 0.5, 150), 50) for _ in range(400)))
     assert 0.92 <= covered / 400 <= 0.99  # a 95 % interval for the median of lognormal(0, .5), which is 1.0
+    assert percentile_ci([3.0, 1.0, 2.0], 50) == (1.0, 3.0)  # too few samples: the extremes, not NaN
+
+
+def _result(name, latencies, precision="fp32", params=10, backend="ort-cpu", accuracy=None, rid=None) -> Result:
+    return Result(id=rid or f"{name}-{backend}", name=name, artifact=f"{name}.onnx", artifact_sha256=None, kind="onnx",
+                  model=name, backend=backend, precision=precision, parameters=params, accuracy=accuracy or {},
+                  latency=latencies)
+
+
+def _report(*results: Result) -> BenchReport:
+    return BenchReport(machine=Machine(), results=list(results),
+                       settings=BenchSettings(batch_sizes=[1], threads=1, splits=["test"], timing=TimingSettings()))
 
 
 def test_noise_flag_follows_the_spread():
-    tight = Latency(1, list(np.random.default_rng(1).normal(10, 0.05, 200)))
-    wide = Latency(1, list(np.random.default_rng(1).lognormal(2, 0.6, 200)))
-    assert not tight.noisy() and wide.noisy()
-    assert any("noisy measurement" in w for w in warnings_for([_result("a", [wide], int8=False, params=10)]))
-
-
-def _result(label, latencies, int8, params, backend="ort-cpu", accuracy=None):
-    return {"label": label, "model": label, "backend": backend, "int8": int8, "parameters": params,
-            "accuracy": accuracy or {}, "trained": True, "size_bytes": 1, "memory": {}, "fidelity": {},
-            "flops_per_item": None, "efficiency": None, "latency": [lat.to_dict() for lat in latencies]}
+    tight = Latency(batch_size=1, samples_ms=list(np.random.default_rng(1).normal(10, 0.05, 200)))
+    wide = Latency(batch_size=1, samples_ms=list(np.random.default_rng(1).lognormal(2, 0.6, 200)))
+    assert not tight.noisy and wide.noisy
+    assert any("noisy measurement" in w for w in warnings_for([_result("a", [wide])]))
 
 
 def test_guards_warn_when_int8_or_pruned_is_not_faster():
-    fast, slow = Latency(1, [1.0] * 60), Latency(1, [2.0] * 60)
-    found = warnings_for([_result("fp32", [fast], int8=False, params=100), _result("int8", [slow], int8=True, params=100)])
+    fast, slow = Latency(batch_size=1, samples_ms=[1.0] * 60), Latency(batch_size=1, samples_ms=[2.0] * 60)
+    found = warnings_for([_result("fp32", [fast], params=100), _result("int8", [slow], "int8", params=100)])
     assert any(w.startswith("int8 not faster: int8") for w in found)
-    found = warnings_for([_result("big", [fast], int8=False, params=100), _result("pruned", [slow], int8=False, params=50)])
+    found = warnings_for([_result("big", [fast], params=100), _result("pruned", [slow], params=50)])
     assert any(w.startswith("pruned model not faster: pruned") for w in found)
-    assert not warnings_for([_result("big", [slow], int8=False, params=100), _result("pruned", [fast], int8=False, params=50)])
+    assert not warnings_for([_result("big", [slow], params=100), _result("pruned", [fast], params=50)])
 
 
 def test_gate_catches_a_planted_regression():
-    base = {"results": [_result("m on ort-cpu", [Latency(1, [1.0] * 60)], False, 10, accuracy={"test": 0.90})]}
-    same = {"results": [_result("m on ort-cpu", [Latency(1, [1.05] * 60)], False, 10, accuracy={"test": 0.895})]}
-    worse = {"results": [_result("m on ort-cpu", [Latency(1, [1.3] * 60)], False, 10, accuracy={"test": 0.85})]}
+    lat = lambda ms: [Latency(batch_size=1, samples_ms=[ms] * 60)]  # noqa: E731
+    base = _report(_result("m", lat(1.0), accuracy={"test": 0.90}))
+    same = _report(_result("m", lat(1.05), accuracy={"test": 0.895}))
+    worse = _report(_result("m", lat(1.3), accuracy={"test": 0.85}))
     limits = parse_fail_on("p50=10%,accuracy=1")
     assert limits == {"p50_ms": 0.10, "accuracy": 1.0}
-    assert regressions(base, same, limits) == []
-    found = regressions(base, worse, limits)
+    assert compare(base, same, limits).regressions == []
+    found = compare(base, worse, limits).regressions
     assert len(found) == 2 and "p50_ms 1.300 ms vs 1.000 ms (+30.0 % > 10 %)" in found[1]
     with pytest.raises(EdgemmError, match="cannot read 'p50=fast'"):
         parse_fail_on("p50=fast")
 
 
+def test_regressions_pair_results_by_id_never_by_a_shared_label():
+    """Bug: two artifacts shared a label, and the baseline was matched to the wrong row."""
+    lat = lambda ms: [Latency(batch_size=1, samples_ms=[ms] * 60)]  # noqa: E731
+    baseline = _report(_result("m", lat(1.0), rid="aaa-ort-cpu"), _result("m", lat(5.0), rid="bbb-ort-cpu"))
+    current = _report(_result("m", lat(5.0), rid="bbb-ort-cpu"), _result("m", lat(1.0), rid="aaa-ort-cpu"))
+    comparison = compare(baseline, current, parse_fail_on("p50=10%"))
+    assert comparison.regressions == [] and [how for *_, how in comparison.pairs] == ["id", "id"]
+    slower = _report(_result("m", lat(5.5), rid="aaa-ort-cpu"))  # the fast artifact got slower
+    assert "batch 1: p50_ms 5.500 ms vs 1.000 ms" in compare(baseline, slower, parse_fail_on("p50=10%")).regressions[0]
+    # a rebuilt artifact (new bytes) pairs by name only when the name is unique on both sides
+    rebuilt = _report(_result("solo", lat(1.0), rid="ccc-ort-cpu"))
+    paired = pair_results(_report(_result("solo", lat(1.0), rid="ddd-ort-cpu")), rebuilt)
+    assert [how for *_, how in paired.pairs] == ["name"] and "paired by name" in paired.notes()[0]
+    ambiguous = pair_results(baseline, _report(_result("m", lat(1.0), rid="eee-ort-cpu")))
+    assert ambiguous.pairs == [] and "not compared" in ambiguous.notes()[0]
+    with pytest.raises(ConfigError, match="no result of this run matches the baseline"):
+        gate(baseline, _report(_result("other", lat(1.0), rid="fff-ort-cpu")), parse_fail_on("p50=10%"), "b.json")
+
+
+def test_schema_file_is_generated_from_the_models():
+    assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), \
+        "regenerate: python -m edgemm.bench.schema > edgemm/bench/report.schema.json"
+
+
 def test_schema_rejects_a_broken_report(tiny_onnx):
     import jsonschema
 
-    report = run_bench([str(tiny_onnx)], batch_sizes=(1,), threads=1, splits=(), timing=FAST, rounds=1)
+    report = json.loads(run_bench([str(tiny_onnx)], batch_sizes=(1,), threads=1, splits=(), timing=ONE_ROUND).to_json())
     validate_report(report)
     del report["results"][0]["latency"][0]["samples_ms"]
     with pytest.raises(jsonschema.ValidationError, match="samples_ms"):
         validate_report(report)
 
 
-def test_pareto_plot_of_variants(tmp_path):
-    report = run_bench(["demo-text-only"], batch_sizes=(1,), threads=1, splits=("val",), timing=FAST, rounds=1)
+def test_schema_2_reports_still_load(tmp_path):
+    old = json.loads(COMMITTED_V2.read_text())
+    assert old["schema_version"] == 2
+    report = BenchReport.load(COMMITTED_V2)
+    assert len({r.id for r in report.results}) == len(report.results) == len(old["results"])
+    first, old_first = report.results[0], old["results"][0]
+    assert first.at(1).p50_ms == pytest.approx(old_first["latency"][0]["p50_ms"], rel=1e-4)
+    assert report.machine.peak_gops == {"fp32": old["machine"]["peak_gflops_fp32"]}
+    assert {r.precision for r in report.results} == {"fp32", "int8"}
+    assert any("breakdown" in w and "not carried over" in w for w in report.warnings)
+    assert "| demo-fusion | torch |" in to_markdown(report)
+    (tmp_path / "v1.json").write_text(json.dumps({**old, "schema_version": 1}))
+    with pytest.raises(ConfigError, match="schema_version 1; this edgemm reads 2 and 3"):
+        BenchReport.load(tmp_path / "v1.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"schema_version": 3, "results": []}))
+    with pytest.raises(ConfigError, match="not a valid bench report: machine: Field required"):
+        BenchReport.load(tmp_path / "bad.json")
+
+
+def test_pareto_plot_of_variants(tmp_path, trained_demo):
+    report = run_bench([str(trained_demo)], batch_sizes=(1,), threads=1, splits=("val",), timing=ONE_ROUND)
     written = plot([report], tmp_path)
     assert [p.name for p in written] == ["pareto.png", "latency.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in written)
 
 
-def test_fidelity_to_the_reference_is_reported(tmp_path):
-    from edgemm.export.onnx import export_onnx
-    from edgemm.export.profiles import load_profile
-    from edgemm.models.registry import resolve_model
-
-    onnx_path = export_onnx(resolve_model("demo-text-only"), tmp_path, load_profile("x86-cpu")).onnx_path
-    report = run_bench(["demo-text-only", str(onnx_path)], batch_sizes=(1,), threads=1, splits=("val",), timing=FAST,
-                       rounds=1)
-    assert report["results"][0]["fidelity"] == {}
-    fid = report["results"][1]["fidelity"]
+def test_fidelity_and_labels(trained_demo, trained_onnx):
+    report = run_bench([str(trained_demo), str(trained_onnx)], batch_sizes=(1,), threads=1, splits=("val",),
+                       timing=ONE_ROUND, labels=["teacher", "teacher onnx"])
+    assert report.results[0].fidelity == {}
+    fid = report.results[1].fidelity
     assert fid["top1_agreement_val"] == 1.0 and fid["cosine_val"] > 0.9999
+    assert [r.name for r in report.results] == ["teacher", "teacher onnx"]
+    relabelled = to_markdown(report, labels={report.results[1].id: "exported"}, title="mine")
+    assert relabelled.startswith("## mine") and "| exported | ort-cpu |" in relabelled and "| teacher | torch |" in relabelled
+    with pytest.raises(ConfigError, match="1 label\\(s\\) for 2 artifact"):
+        run_bench([str(trained_demo), str(trained_onnx)], splits=(), timing=ONE_ROUND, labels=["x"])
 
 
 def test_torch_compile_backend_matches_eager():
-    from edgemm.bench.backends import get_backend
-    from edgemm.models.registry import resolve_model
-
-    from .conftest import FACTORY as factory
-
-    model = resolve_model(factory)
+    model = resolve_model(FACTORY)
     feed = model.spec.example_inputs({"batch": 3, "seq": 7})
-    eager = get_backend("torch").load(model, threads=1).run(feed)["scores"]
-    session = get_backend("torch-compile").load(model, threads=1)
+    eager = load_session(model, "torch", threads=1).run(feed)["scores"]
+    session = load_session(model, "torch-compile", threads=1)
     np.testing.assert_allclose(session.run(feed)["scores"], eager, atol=1e-5)
     assert session.backend == "torch-compile"
 
 
 def test_breakdown_times_each_modality_tower_and_fusion():
-    report = run_bench(["demo-fusion"], batch_sizes=(1,), threads=1, splits=(), timing=FAST, rounds=1, breakdown=True)
-    validate_report(report)
-    stages = report["results"][0]["breakdown"]["stages"]
+    report = run_bench(["demo-fusion"], batch_sizes=(1,), threads=1, splits=(), timing=ONE_ROUND, breakdown=True)
+    validate_report(json.loads(report.to_json()))
+    stages = report.results[0].breakdown.stages
     assert set(stages) == {"preprocess:image", "preprocess:audio", "preprocess:text", "tower:image", "tower:audio",
                            "tower:text", "fusion head", "end to end", "model only"}
-    assert all(s["p50_ms"] > 0 for s in stages.values())
+    assert all(s.p50_ms > 0 and s.count == ONE_ROUND.min_iterations for s in stages.values())
     assert "Where the time goes: demo-fusion" in to_markdown(report)
 
 
 @pytest.mark.gpu
-def test_cuda_backend_times_with_events():
+def test_cuda_backend_times_with_events_per_batch_size():
     report = run_bench(["demo-fusion"], backends=["torch-cuda"], batch_sizes=(1, 16), threads=1, splits=("val",),
-                       timing=FAST, rounds=1)
-    result = report["results"][0]
-    assert report["machine"]["gpu"] and result["memory"]["gpu_peak_allocated_mb"] > 0
-    assert 0 < result["memory"]["device_forward_p50_ms"] <= result["latency"][0]["p99_ms"]
+                       timing=FAST)
+    result = report.results[0]
+    assert report.machine.gpu and result.memory["device_peak_mb"] > 0
+    for lat in result.latency:  # device times of the timed calls only, per batch size
+        assert len(lat.device_samples_ms) == lat.count and 0 < lat.device_p50_ms <= lat.p99_ms
+
+
+@pytest.mark.gpu
+def test_torch_and_cuda_sessions_on_one_model():
+    """Bug: the CUDA session moved the shared module to the GPU, then FLOP counting ran it with CPU tensors."""
+    report = run_bench(["demo-fusion"], backends=["torch", "torch-cuda"], batch_sizes=(1,), threads=1, splits=(),
+                       timing=FAST)
+    assert [r.backend for r in report.results] == ["torch", "torch-cuda"]
+    assert all(r.flops_per_item for r in report.results)
 
 
 def test_cuda_backend_is_refused_without_a_gpu():
-    import torch
-
-    from edgemm.bench.backends import get_backend
     from edgemm.errors import BackendUnavailable
+    from edgemm.runtime import BACKENDS
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
-        get_backend("torch-cuda")
+        BACKENDS.get("torch-cuda")

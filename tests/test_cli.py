@@ -1,6 +1,8 @@
 """The command line: bad input gives a clear message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,8 @@ def test_unknown_profile_and_unavailable_target(tmp_path):
     assert result.exit_code == 2 and "unknown export profile 'jetson-nano-9'" in result.output
     result = _run("export", FACTORY, "--target", "tensorrt", "-o", str(tmp_path))
     assert result.exit_code == 2 and "not available" in result.output
+    result = _run("export", FACTORY, "--target", "coreml", "-o", str(tmp_path))
+    assert result.exit_code == 2 and "'coreml' is not one of" in result.output  # choices come from the registry
 
 
 def test_invalid_profile_names_the_key(tmp_path):
@@ -84,11 +88,56 @@ def test_validate_command_fails_a_tampered_model(tiny_onnx, tmp_path):
 def test_export_and_bench_end_to_end_on_a_user_model(tmp_path):
     result = _run("export", FACTORY, "-o", str(tmp_path / "onnx"))
     assert result.exit_code == 0 and "top-1 agreement 1.0000" in result.output
-    result = _run("bench", FACTORY, str(tmp_path / "onnx" / "model.onnx"), "--threads", "1", "--batch-size", "1",
-                  "--batch-size", "4", "--min-iterations", "5", "--min-seconds", "0", "--warmup", "1",
+    result = _run("bench", FACTORY, str(tmp_path / "onnx" / "model.onnx"), *BENCH_FAST, "--batch-size", "4",
                   "--split", "test", "-o", str(tmp_path / "bench"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "bench" / "report.json").is_file() and (tmp_path / "bench" / "report.md").is_file()
+
+
+BENCH_FAST = ("--threads", "1", "--batch-size", "1", "--min-iterations", "5", "--min-seconds", "0", "--warmup", "1",
+              "--rounds", "1")
+
+
+def test_bench_baseline_gate_exits_5_on_a_regression(tiny_onnx, tmp_path):
+    assert _run("bench", str(tiny_onnx), *BENCH_FAST, "--split", "test", "-o", str(tmp_path / "base")).exit_code == 0
+    baseline = json.loads((tmp_path / "base" / "report.json").read_text())
+    for lat in baseline["results"][0]["latency"]:  # plant a baseline ten times faster than this machine
+        lat["samples_ms"] = [s / 10 for s in lat["samples_ms"]]
+    (tmp_path / "fast.json").write_text(json.dumps(baseline))
+    result = _run("bench", str(tiny_onnx), *BENCH_FAST, "-o", str(tmp_path / "now"), "--baseline",
+                  str(tmp_path / "fast.json"), "--fail-on", "p50=50%")
+    assert result.exit_code == 5, result.output
+    assert "1 regression(s) against" in result.output and "p50_ms" in result.output
+    result = _run("bench", str(tiny_onnx), *BENCH_FAST, "-o", str(tmp_path / "again"), "--baseline",
+                  str(tmp_path / "base" / "report.json"), "--fail-on", "p50=1000%")
+    assert result.exit_code == 0 and "no regression" in result.output and "1 result(s) compared" in result.output
+
+
+def test_bad_baseline_fails_before_the_benchmark_runs(tiny_onnx, tmp_path):
+    (tmp_path / "b.json").write_text("{not json")
+    result = _run("bench", str(tiny_onnx), *BENCH_FAST, "-o", str(tmp_path / "out"), "--baseline", str(tmp_path / "b.json"))
+    assert result.exit_code == 2 and "cannot read bench report" in result.output
+    assert not (tmp_path / "out").exists()  # refused before any timing
+
+
+def test_report_rerenders_and_compares_runs(tiny_onnx, tmp_path):
+    for run in ("a", "b"):
+        assert _run("bench", str(tiny_onnx), *BENCH_FAST, "--label", "tiny", "-o", str(tmp_path / run)).exit_code == 0
+    result = _run("report", str(tmp_path / "a"), str(tmp_path / "b" / "report.json"), "-o", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert f"## {tmp_path / 'a'}" in markdown and "| tiny | ort-cpu |" in markdown
+    assert f"vs {tmp_path / 'a'}" in markdown and (tmp_path / "r" / "latency.png").is_file()
+    result = _run("report", str(tmp_path / "missing.json"), "-o", str(tmp_path / "r2"))
+    assert result.exit_code == 2 and "cannot read bench report" in result.output
+
+
+def test_list_shows_registries_and_schemas():
+    result = _run("list", "quantizers")
+    assert result.exit_code == 0 and "ort" in result.output and "IncQuantizeConfig" in result.output
+    result = _run("list", "--schema", "recipe")
+    assert result.exit_code == 0 and "OrtQuantizeConfig" in result.output
+    assert _run("list", "gizmos").exit_code == 2
 
 
 def test_compress_gate_failure_exits_4_with_a_report(tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgemm.data import digits
+from edgemm.data.sources import digits
 from edgemm.data import preprocess as pp
 from edgemm.data.datasets import load_split
 

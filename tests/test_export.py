@@ -9,12 +9,12 @@ import pytest
 from onnx import numpy_helper
 
 from edgemm.artifacts import read_manifest, sha256_file
-from edgemm.bench.backends import get_backend
 from edgemm.errors import ValidationFailed
-from edgemm.export.onnx import REJECTED_FILE, export_onnx
-from edgemm.export.profiles import ValidationSettings, load_profile
-from edgemm.export.validate import compare
+from edgemm.export.profiles import load_profile
+from edgemm.export.targets.onnx import REJECTED_FILE, export_onnx
+from edgemm.export.validate import ValidationSettings, compare
 from edgemm.models.registry import LoadedModel, resolve_model
+from edgemm.runtime import load_session
 
 from .conftest import FACTORY
 
@@ -45,8 +45,8 @@ def test_export_writes_model_validation_and_manifest(tiny_onnx):
 def test_onnx_matches_torch_at_sizes_not_seen_at_export(tiny_onnx, sizes):
     torch_model, onnx_model = resolve_model(FACTORY), resolve_model(str(tiny_onnx))
     feed = torch_model.spec.example_inputs(sizes, seed=5)
-    ref = get_backend("torch").load(torch_model).run(feed)["scores"]
-    got = get_backend("ort-cpu").load(onnx_model).run(feed)["scores"]
+    ref = load_session(torch_model, "torch").run(feed)["scores"]
+    got = load_session(onnx_model, "ort-cpu").run(feed)["scores"]
     assert got.shape == (sizes["batch"], 5)
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-4)
 
@@ -54,17 +54,17 @@ def test_onnx_matches_torch_at_sizes_not_seen_at_export(tiny_onnx, sizes):
 def test_validation_catches_a_tampered_weight(tiny_onnx, tmp_path):
     tampered = _tamper(tiny_onnx, tmp_path / "tampered.onnx")
     reference = resolve_model(FACTORY)
-    sessions = [get_backend(b).load(m) for b, m in (("torch", reference), ("ort-cpu", resolve_model(str(tampered))))]
+    sessions = [load_session(m, b) for b, m in (("torch", reference), ("ort-cpu", resolve_model(str(tampered))))]
     report = compare(reference.spec, sessions[0], sessions[1], ValidationSettings())
     assert not report.passed
     assert "output 'scores'" in report.failure_text() and "max abs error" in report.failure_text()
-    untouched = get_backend("ort-cpu").load(resolve_model(str(tiny_onnx)))
+    untouched = load_session(resolve_model(str(tiny_onnx)), "ort-cpu")
     assert compare(reference.spec, sessions[0], untouched, ValidationSettings()).passed
 
 
 def test_failed_validation_leaves_no_complete_looking_artifact(tmp_path, monkeypatch):
     """Plant a mismatch between export and validation: export must refuse and say by how much."""
-    import edgemm.export.onnx as exporter
+    import edgemm.export.targets.onnx as exporter
 
     real_save = onnx.save_model
 
@@ -86,8 +86,8 @@ def test_demo_model_exports_with_every_modality_dynamic(tmp_path):
     model = resolve_model("demo-fusion")
     result = export_onnx(model, tmp_path, load_profile("x86-cpu"))
     assert result.validation.passed
-    onnx_model = LoadedModel(model.spec, "x", "onnx", onnx_path=result.onnx_path)
+    onnx_model = LoadedModel(model.spec, "x", "onnx", onnx_path=result.path)
     feed = model.spec.example_inputs({"batch": 5, "time": 173, "seq": 11}, seed=9)
-    ref = get_backend("torch").load(model).run(feed)["logits"]
-    got = get_backend("ort-cpu").load(onnx_model).run(feed)["logits"]
+    ref = load_session(model, "torch").run(feed)["logits"]
+    got = load_session(onnx_model, "ort-cpu").run(feed)["logits"]
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)

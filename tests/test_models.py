@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from edgemm.errors import ModelLoadError
 from edgemm.models.demo import demo_fusion
 from edgemm.models.registry import resolve_model, save_model
-from edgemm.train import to_tensors
+from edgemm.runtime.convert import to_tensors
 
 from .conftest import FACTORY
 

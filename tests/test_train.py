@@ -15,3 +15,4 @@ def test_training_beats_chance_and_records_history():
     assert len(result.history) == 3 and result.history[0]["loss"] > result.history[-1]["loss"]
     assert after == result.best_val_accuracy  # best epoch's weights restored
     assert after > max(0.2, before + 0.05)  # chance is 0.1; hints narrow the digit down
+

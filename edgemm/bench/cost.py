@@ -1,20 +1,30 @@
-"""Work and machine peak: FLOPs per item, the machine's measured GEMM peak, memory (RSS)."""
+"""Work and the machine's roof: FLOPs per item, an artifact's precision, and the measured GEMM
+peak of each precision, so that every artifact is compared with the peak of its own precision."""
 from __future__ import annotations
 
-import resource
+import functools
 import time
 from pathlib import Path
+from typing import Any, Callable, Literal
 
 import numpy as np
 
+from edgemm.lazy import lazy_import
+from edgemm.runtime.convert import to_tensors
+from edgemm.runtime.threads import torch_threads
 from edgemm.spec import ModelSpec
+
+torch = lazy_import("torch")
+onnx = lazy_import("onnx")
+ort = lazy_import("onnxruntime")
+
+Precision = Literal["fp32", "fp16", "int8"]
+INT8_OPS = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}
+PEAK_SIZE = 1024
 
 
 def onnx_flops(path: Path, spec: ModelSpec) -> int | None:
     """Multiply-accumulate FLOPs (2 per MAC) of Conv/MatMul/Gemm at batch 1 and the spec's typical sizes."""
-    import onnx
-    from onnx import shape_inference
-
     model = onnx.load(str(path))
     sizes = spec.sizes("opt", batch=1)
     for value in model.graph.input:
@@ -23,7 +33,7 @@ def onnx_flops(path: Path, spec: ModelSpec) -> int | None:
                 dim.Clear()
                 dim.dim_value = want
     try:
-        model = shape_inference.infer_shapes(model, data_prop=True)
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # shape inference is best effort: no figure rather than a wrong one
         return None
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -37,51 +47,81 @@ def onnx_flops(path: Path, spec: ModelSpec) -> int | None:
     for node in model.graph.node:
         ins = [shapes.get(x) for x in node.input[:2]]
         out = shapes.get(node.output[0])
-        if node.op_type == "Conv" and ins[1] and out:
+        if node.op_type in ("Conv", "ConvInteger") and ins[1] and out:
             total += 2 * int(np.prod(out)) * int(np.prod(ins[1][1:]))
-        elif node.op_type in ("MatMul", "Gemm") and ins[0] and out and all(ins[0]):
+        elif node.op_type in ("MatMul", "Gemm", "MatMulInteger") and ins[0] and out and all(ins[0]):
             total += 2 * int(np.prod(out)) * ins[0][-1]
     return total or None
 
 
-def torch_flops(module, spec: ModelSpec) -> int | None:
-    """FLOPs of one item through a torch module (torch.utils.flop_counter)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from edgemm.train import to_tensors
-
+def torch_flops(module: Any, spec: ModelSpec) -> int | None:
+    """FLOPs of one item through a torch module (torch.utils.flop_counter), on the CPU."""
     inputs = to_tensors(spec, spec.example_inputs(spec.sizes("opt", batch=1)))
-    counter = FlopCounterMode(display=False)
+    counter = torch.utils.flop_counter.FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         module(*inputs)
     return int(counter.get_total_flops()) or None
 
 
-def gemm_peak_gflops(threads: int, size: int = 1024, seconds: float = 0.5) -> float:
-    """Measured fp32 GEMM throughput with ``threads`` threads: the roof for efficiency figures."""
-    import torch
+def onnx_precision(path: Path) -> Precision:
+    """int8 when the graph quantizes anything, fp16 when it holds half-precision weights, else fp32."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    if any(node.op_type in INT8_OPS for node in graph.node):
+        return "int8"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer):
+        return "fp16"
+    return "fp32"
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+
+def torch_precision(module: Any) -> Precision:
+    dtypes = {p.dtype for p in module.parameters()}
+    return "fp16" if dtypes and dtypes <= {torch.float16, torch.bfloat16} else "fp32"
+
+
+def _best_rate(fn: Callable[[], object], ops: float, seconds: float) -> float:
+    """Best ops/s of ``fn`` over ``seconds`` (after one warm-up call), in G/s."""
+    fn()
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
-    torch.set_num_threads(previous)
+        fn()
+        best = max(best, ops / (time.perf_counter() - start) / 1e9)
     return best
 
 
-def rss_mb() -> float:
-    """Current resident set size of this process."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * resource.getpagesize() / 2**20
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+def _ort_gemm(op: str, a: np.ndarray, b: np.ndarray, threads: int) -> Callable[[], object]:
+    """A one-node ONNX Runtime graph: MatMul (fp32) or MatMulInteger (u8 x s8, the x86 int8 scheme)."""
+    h = onnx.helper
+    elem = {np.dtype("float32"): onnx.TensorProto.FLOAT, np.dtype("uint8"): onnx.TensorProto.UINT8,
+            np.dtype("int8"): onnx.TensorProto.INT8}
+    out_type = onnx.TensorProto.INT32 if op == "MatMulInteger" else onnx.TensorProto.FLOAT
+    graph = h.make_graph([h.make_node(op, ["a", "b"], ["c"])], "gemm",
+                         [h.make_tensor_value_info("a", elem[a.dtype], a.shape),
+                          h.make_tensor_value_info("b", elem[b.dtype], b.shape)],
+                         [h.make_tensor_value_info("c", out_type, (a.shape[0], b.shape[1]))])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(h.make_model(graph, opset_imports=[h.make_opsetid("", 18)]).SerializeToString(),
+                                   options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"a": a, "b": b})
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+@functools.lru_cache(maxsize=8)
+def gemm_peaks(threads: int, seconds: float = 0.5) -> dict[str, float]:
+    """The machine's measured GEMM throughput per precision (GFLOP/s or GOP/s), the roofs for efficiency.
+
+    fp32: the better of torch.mm and ONNX Runtime's MatMul; int8: ONNX Runtime's MatMulInteger
+    with u8 activations and s8 weights (``torch._int_mm`` has no fast CPU kernel). Measured once
+    per process and thread count: the machine does not change between two bench runs.
+    """
+    n, ops = PEAK_SIZE, 2 * PEAK_SIZE ** 3
+    rng = np.random.default_rng(0)
+    a32, b32 = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    with torch_threads(threads):
+        ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
+        fp32 = max(_best_rate(lambda: torch.mm(ta, tb), ops, seconds / 2),
+                   _best_rate(_ort_gemm("MatMul", a32, b32, threads), ops, seconds / 2))
+    a8 = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    b8 = rng.integers(-128, 128, (n, n), dtype=np.int8)
+    int8 = _best_rate(_ort_gemm("MatMulInteger", a8, b8, threads), ops, seconds)
+    return {"fp32": round(fp32, 1), "int8": round(int8, 1)}

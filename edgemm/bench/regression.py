@@ -1,10 +1,16 @@
-"""CI regression gate: compare a bench report with a baseline report under thresholds."""
+"""CI regression gate: compare a bench report with a baseline report under thresholds.
+
+Results are paired by id (same artifact bytes, same backend). A result whose artifact was
+rebuilt has a new id; it is paired by its name and backend only when that pair is unique in
+both reports, and the comparison says so. Results without a partner are listed, never
+silently skipped, and a run that shares no result with its baseline is an error.
+"""
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
+from dataclasses import dataclass, field
 
+from edgemm.bench.schema import BenchReport, Result
 from edgemm.errors import ConfigError, EdgemmError
 
 LATENCY_KEYS = {"p50": "p50_ms", "p90": "p90_ms", "p99": "p99_ms", "mean": "mean_ms"}
@@ -32,37 +38,79 @@ def parse_fail_on(text: str) -> dict[str, float]:
     return limits
 
 
-def load_report(path: str | Path) -> dict:
-    path = Path(path)
-    path = path / "report.json" if path.is_dir() else path
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read bench report {path} ({err})", "give a report.json written by edgemm bench") from None
+@dataclass
+class Comparison:
+    regressions: list[str] = field(default_factory=list)
+    pairs: list[tuple[Result, Result, str]] = field(default_factory=list)  # (baseline, current, "id" or "name")
+    unmatched: list[Result] = field(default_factory=list)  # current results with no baseline partner
+
+    def notes(self) -> list[str]:
+        by_name = [f"{cur.label} (artifact changed; paired by name)" for _, cur, how in self.pairs if how == "name"]
+        return by_name + [f"{r.label}: not in the baseline, not compared" for r in self.unmatched]
 
 
-def regressions(baseline: dict, current: dict, limits: dict[str, float]) -> list[str]:
-    """Each way the current report is worse than the baseline beyond the limits (matched by label and batch)."""
-    old = {r["label"]: r for r in baseline["results"]}
+def pair_results(baseline: BenchReport, current: BenchReport) -> Comparison:
+    old_by_id = {r.id: r for r in baseline.results}
+    old_by_key = _unique_by_key(baseline.results)
+    new_by_key = _unique_by_key(current.results)
+    comparison = Comparison()
+    for result in current.results:
+        if result.id in old_by_id:
+            comparison.pairs.append((old_by_id[result.id], result, "id"))
+        elif (result.name, result.backend) in old_by_key and (result.name, result.backend) in new_by_key:
+            comparison.pairs.append((old_by_key[(result.name, result.backend)], result, "name"))
+        else:
+            comparison.unmatched.append(result)
+    return comparison
+
+
+def _unique_by_key(results: list[Result]) -> dict[tuple[str, str], Result]:
+    counts: dict[tuple[str, str], int] = {}
+    for r in results:
+        counts[(r.name, r.backend)] = counts.get((r.name, r.backend), 0) + 1
+    return {(r.name, r.backend): r for r in results if counts[(r.name, r.backend)] == 1}
+
+
+def compare(baseline: BenchReport, current: BenchReport, limits: dict[str, float]) -> Comparison:
+    """Each way a current result is worse than its baseline partner beyond the limits."""
+    comparison = pair_results(baseline, current)
+    for base, result, _ in comparison.pairs:
+        comparison.regressions += _worse(base, result, limits)
+    return comparison
+
+
+def _worse(base: Result, result: Result, limits: dict[str, float]) -> list[str]:
     found = []
-    for r in current["results"]:
-        base = old.get(r["label"])
-        if base is None:
-            continue
-        for split, acc in r["accuracy"].items():
-            if "accuracy" in limits and split in base["accuracy"]:
-                drop = 100 * (base["accuracy"][split] - acc)
+    if "accuracy" in limits:
+        for split, acc in result.accuracy.items():
+            if split in base.accuracy:
+                drop = 100 * (base.accuracy[split] - acc)
                 if drop > limits["accuracy"]:
-                    found.append(f"{r['label']}: {split} accuracy {100 * acc:.2f} % vs {100 * base['accuracy'][split]:.2f} % "
-                                 f"(-{drop:.2f} pts > {limits['accuracy']})")
-        base_lat = {e["batch_size"]: e for e in base["latency"]}
-        for entry in r["latency"]:
-            ref = base_lat.get(entry["batch_size"])
-            for key, limit in limits.items():
-                if key == "accuracy" or ref is None:
-                    continue
-                growth = entry[key] / ref[key] - 1
-                if growth > limit:
-                    found.append(f"{r['label']} batch {entry['batch_size']}: {key} {entry[key]:.3f} ms vs "
-                                 f"{ref[key]:.3f} ms (+{100 * growth:.1f} % > {100 * limit:.0f} %)")
+                    found.append(f"{result.label}: {split} accuracy {100 * acc:.2f} % vs "
+                                 f"{100 * base.accuracy[split]:.2f} % (-{drop:.2f} pts > {limits['accuracy']})")
+    for lat in result.latency:
+        ref = base.at(lat.batch_size)
+        if ref is None:
+            continue
+        for key, limit in limits.items():
+            if key == "accuracy":
+                continue
+            now, then = getattr(lat, key), getattr(ref, key)
+            growth = now / then - 1
+            if growth > limit:
+                found.append(f"{result.label} batch {lat.batch_size}: {key} {now:.3f} ms vs {then:.3f} ms "
+                             f"(+{100 * growth:.1f} % > {100 * limit:.0f} %)")
     return found
+
+
+def gate(baseline: BenchReport, current: BenchReport, limits: dict[str, float], where: str) -> Comparison:
+    """Raise RegressionFound on a regression, ConfigError when nothing could be compared."""
+    comparison = compare(baseline, current, limits)
+    if not comparison.pairs:
+        raise ConfigError(f"no result of this run matches the baseline {where} (neither by artifact + backend nor by "
+                          "name + backend)", "bench the same artifacts on the same backends as the baseline")
+    if comparison.regressions:
+        raise RegressionFound(f"{len(comparison.regressions)} regression(s) against {where}: "
+                              + "; ".join(comparison.regressions),
+                              "investigate, or refresh the baseline if the change is intended")
+    return comparison

@@ -1,13 +1,24 @@
-"""Bench reports: Markdown (CI comments), PNG plots, JSON schema validation, run comparison."""
+"""Rendering bench reports: Markdown (CI comments), PNG plots, and the files of a report folder.
+
+One renderer for every caller: ``labels`` (result id -> display name) and ``title`` are
+arguments, so `edgemm compress`, the benchmark scripts and `edgemm report` never edit the
+Markdown after the fact.
+"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any, Mapping
 
-from edgemm.artifacts import write_json, write_text
+from edgemm.artifacts import atomic_path, write_text
+from edgemm.bench.breakdown import breakdown_markdown
+from edgemm.bench.schema import BenchReport, Result, json_schema
 from edgemm.environment import describe
+from edgemm.lazy import lazy_import
 
-SCHEMA = Path(__file__).with_name("report.schema.json")
+jsonschema = lazy_import("jsonschema")
+matplotlib = lazy_import("matplotlib")
+pyplot = lazy_import("matplotlib.pyplot")  # imported after matplotlib.use("Agg"): no display needed
+Labels = Mapping[str, str]  # result id -> the name a table shows
 
 
 def _size(n: int | None) -> str:
@@ -28,71 +39,83 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def to_markdown(report: dict) -> str:
-    results = report["results"]
-    splits = report["settings"]["splits"]
-    batches = report["settings"]["batch_sizes"]
-    head = (["model", "backend", "params", "size"] + [f"acc {s}" for s in splits]
-            + [f"b{b} {k}" for b in batches for k in ("p50 ms", "p90 ms", "p99 ms")]
-            + [f"b{batches[-1]} items/s"])
-    rows = []
-    for r in results:
-        lat = {entry["batch_size"]: entry for entry in r["latency"]}
-        acc = [f"{100 * r['accuracy'][s]:.1f} %" if s in r["accuracy"] else "-" for s in splits]
-        times = [f"{lat[b][k]:.3f}{'*' if k == 'p50_ms' and lat[b].get('noisy') else ''}" if b in lat else "-"
-                 for b in batches for k in ("p50_ms", "p90_ms", "p99_ms")]
-        rows.append([r["model"], r["backend"], _count(r["parameters"]), _size(r["size_bytes"])] + acc + times
-                    + [f"{lat[batches[-1]]['throughput_per_s']:.0f}" if batches[-1] in lat else "-"])
-    detail = []
-    for r in results:
-        lat = {entry["batch_size"]: entry for entry in r["latency"]}
-        ci = ", ".join(f"b{b} [{lat[b]['p50_ci95_ms'][0]:.3f}, {lat[b]['p50_ci95_ms'][1]:.3f}]" for b in batches if b in lat)
-        fid = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.get("fidelity", {}).items() if "top1" in k)
-        eff = f"{100 * r['efficiency']:.1f} %" if r.get("efficiency") is not None else "-"
-        flops = f"{r['flops_per_item'] / 1e6:.1f} M" if r.get("flops_per_item") else "-"
-        detail.append([r["model"], r["backend"], ci, flops, eff, fid or "-"])
-    untrained = [r["model"] for r in results if not r["trained"]]
-    machine = report["machine"]
-    notes = [f"Measured {report['created']} on {describe(machine)}; fp32 GEMM peak "
-             f"{machine.get('peak_gflops_fp32', '-')} GFLOP/s with {machine.get('threads')} thread(s); "
-             f"bench process peak RSS {machine.get('peak_rss_mb', '-')} MB.",
-             f"Latency: {report['settings']['rounds']} alternating rounds per batch size, "
-             f"≥{report['settings']['timing']['min_iterations']} timed calls after "
-             f"{report['settings']['timing']['warmup']} warm-up calls; raw samples are in the JSON report. "
-             "`*` marks a p50 whose 95 % confidence interval is wider than ±5 % (noisy)."]
-    if untrained:
-        notes.append(f"Untrained (random) weights: {', '.join(untrained)} — accuracy is meaningless there.")
-    warnings = "".join(f"\n> ⚠️ {w}" for w in report.get("warnings", []))
-    from edgemm.bench.breakdown import breakdown_markdown
+def display_name(result: Result, labels: Labels | None) -> str:
+    return (labels or {}).get(result.id, result.name)
 
-    breakdowns = "".join(f"\n### Where the time goes: {r['model']} ({r['backend']})\n\n{breakdown_markdown(r['breakdown'])}"
-                         for r in results if r.get("breakdown"))
-    return ("## edgemm bench\n\n" + _table(head, rows) + "\n\n"
-            + _table(["model", "backend", "p50 95 % CI (ms)", "FLOPs/item", "efficiency vs GEMM peak",
-                      "fidelity vs first"], detail)
-            + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" + (warnings + "\n" if warnings else "")
+
+def main_table(report: BenchReport, labels: Labels | None = None) -> str:
+    splits, batches = report.settings.splits, report.settings.batch_sizes
+    head = (["model", "backend", "params", "size"] + [f"acc {s}" for s in splits]
+            + [f"b{b} {k}" for b in batches for k in ("p50 ms", "p90 ms", "p99 ms")] + [f"b{batches[-1]} items/s"])
+    rows = []
+    for r in report.results:
+        acc = [f"{100 * r.accuracy[s]:.1f} %" if s in r.accuracy else "-" for s in splits]
+        times = []
+        for b in batches:
+            lat = r.at(b)
+            times += ([f"{lat.p50_ms:.3f}{'*' if lat.noisy else ''}", f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}"]
+                      if lat else ["-"] * 3)
+        last = r.at(batches[-1])
+        rows.append([display_name(r, labels), r.backend, _count(r.parameters), _size(r.size_bytes)] + acc + times
+                    + [f"{last.throughput_per_s:.0f}" if last else "-"])
+    return _table(head, rows)
+
+
+def detail_table(report: BenchReport, labels: Labels | None = None) -> str:
+    on_device = any(lat.device_samples_ms for r in report.results for lat in r.latency)  # GPU sessions ran
+    rows = []
+    for r in report.results:
+        ci = ", ".join(f"b{lat.batch_size} [{lat.p50_ci95_ms[0]:.3f}, {lat.p50_ci95_ms[1]:.3f}]" for lat in r.latency)
+        fid = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.fidelity.items() if "top1" in k)
+        eff = f"{100 * r.efficiency:.1f} % of {r.peak_precision}" if r.efficiency is not None else "-"
+        flops = f"{r.flops_per_item / 1e6:.1f} M" if r.flops_per_item else "-"
+        device = ", ".join(f"b{lat.batch_size} {lat.device_p50_ms:.3f}" for lat in r.latency if lat.device_p50_ms)
+        rows.append([display_name(r, labels), r.backend, r.precision, ci, flops, eff, fid or "-"]
+                    + ([device or "-"] if on_device else []))
+    head = ["model", "backend", "precision", "p50 95 % CI (ms)", "FLOPs/item", "efficiency vs GEMM peak of its precision",
+            "fidelity vs first"]
+    if on_device:
+        head.append("device p50 ms")
+    return _table(head, rows)
+
+
+def notes(report: BenchReport, labels: Labels | None = None) -> list[str]:
+    machine, timing = report.machine, report.settings.timing
+    peaks = ", ".join(f"{p} {v} G{'FLOP' if p != 'int8' else 'OP'}/s" for p, v in machine.peak_gops.items()) or "-"
+    lines = [f"Measured {report.created} on {describe(machine.model_dump())}; GEMM peaks ({machine.threads} thread(s)): "
+             f"{peaks}; bench process peak RSS {machine.peak_rss_mb if machine.peak_rss_mb is not None else '-'} MB.",
+             f"Latency: {timing.rounds} alternating rounds per batch size, ≥{timing.min_iterations} timed calls after "
+             f"{timing.warmup} warm-up calls; raw samples are in the JSON report. "
+             "`*` marks a p50 whose 95 % confidence interval is wider than ±5 % (noisy)."]
+    untrained = [display_name(r, labels) for r in report.results if not r.trained]
+    if untrained:
+        lines.append(f"Untrained (random) weights: {', '.join(untrained)} — accuracy is meaningless there.")
+    return lines
+
+
+def to_markdown(report: BenchReport, labels: Labels | None = None, title: str = "edgemm bench") -> str:
+    warnings = "".join(f"\n> ⚠️ {w}" for w in report.warnings)
+    breakdowns = "".join(f"\n### Where the time goes: {display_name(r, labels)} ({r.backend})\n\n"
+                         f"{breakdown_markdown(r.breakdown)}" for r in report.results if r.breakdown)
+    return (f"## {title}\n\n{main_table(report, labels)}\n\n{detail_table(report, labels)}\n\n"
+            + "\n".join(f"- {n}" for n in notes(report, labels)) + "\n" + (warnings + "\n" if warnings else "")
             + breakdowns)
 
 
-def validate_report(report: dict) -> None:
-    """Raise jsonschema.ValidationError when the report does not follow report.schema.json."""
-    import jsonschema
-
-    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+def validate_report(data: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError when a report.json does not follow the generated schema."""
+    jsonschema.validate(data, json_schema())
 
 
-def plot(reports: list[dict], out_dir: Path) -> list[Path]:
+def plot(reports: list[BenchReport], out_dir: Path, labels: Labels | None = None) -> list[Path]:
     """Accuracy-vs-latency Pareto chart of all variants, and latency distributions."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = [r for rep in reports for r in rep["results"]]
-    split = next(iter(reports[0]["settings"]["splits"]), None)
-    batch = min(reports[0]["settings"]["batch_sizes"])
-    points = [(next(e["p50_ms"] for e in r["latency"] if e["batch_size"] == batch), 100 * r["accuracy"][split],
-               f"{r['model']} [{r['backend']}]") for r in results if split in r.get("accuracy", {})]
+    plt = pyplot
+    results = [r for rep in reports for r in rep.results]
+    split = next(iter(reports[0].settings.splits), None)
+    batch = min(reports[0].settings.batch_sizes)
+    points = [(r.at(batch).p50_ms, 100 * r.accuracy[split], f"{display_name(r, labels)} [{r.backend}]")
+              for r in results if split in r.accuracy and r.at(batch)]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if points:
@@ -113,12 +136,12 @@ def plot(reports: list[dict], out_dir: Path) -> list[Path]:
         ax.legend(loc="lower right")
         fig.tight_layout()
         written.append(_save(fig, out_dir / "pareto.png"))
-    batches = reports[0]["settings"]["batch_sizes"]
+    batches = reports[0].settings.batch_sizes
     fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), squeeze=False)
     for ax, b in zip(axes[0], batches):
-        data = [next(e["samples_ms"] for e in r["latency"] if e["batch_size"] == b) for r in results]
-        ax.boxplot(data, showfliers=True)
-        ax.set_xticks(range(1, len(results) + 1), [f"{r['model']}\n{r['backend']}" for r in results], fontsize=7)
+        shown = [r for r in results if r.at(b)]
+        ax.boxplot([r.at(b).samples_ms for r in shown], showfliers=True)
+        ax.set_xticks(range(1, len(shown) + 1), [f"{display_name(r, labels)}\n{r.backend}" for r in shown], fontsize=7)
         ax.set_ylabel("latency (ms)")
         ax.set_title(f"batch {b}: latency distribution")
         ax.grid(alpha=0.3)
@@ -128,17 +151,17 @@ def plot(reports: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def _save(fig, path: Path) -> Path:
-    from edgemm.artifacts import atomic_path
-
+def _save(fig: Any, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     return path
 
 
-def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> tuple[Path, Path]:
+def write_report(report: BenchReport, out_dir: str | Path, labels: Labels | None = None, title: str = "edgemm bench",
+                 plots: bool = True) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
-    paths = write_json(out_dir / "report.json", report), write_text(out_dir / "report.md", to_markdown(report))
+    paths = (write_text(out_dir / "report.json", report.to_json()),
+             write_text(out_dir / "report.md", to_markdown(report, labels, title)))
     if plots:
-        plot([report], out_dir)
+        plot([report], out_dir, labels)
     return paths

@@ -2,84 +2,108 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from edgemm import metrics
-from edgemm.bench.backends import Session, default_backend, get_backend
+from edgemm.bench.breakdown import can_break_down, modality_breakdown
+from edgemm.bench.cost import gemm_peaks, onnx_flops, onnx_precision, torch_flops, torch_precision
+from edgemm.bench.guards import warnings_for
 from edgemm.bench.latency import Latency, TimingSettings, measure
-from edgemm.errors import EdgemmError
+from edgemm.bench.schema import BenchReport, BenchSettings, Machine, Result, result_id
+from edgemm.data.datasets import load_split
+from edgemm.environment import machine_info, peak_rss_mb, rss_mb
+from edgemm.errors import ConfigError
+from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model
-from edgemm.spec import ModelSpec
+from edgemm.runtime import Session, default_backend, fidelity, load_session, task_outputs, torch_threads
+from edgemm.runtime.session import BACKENDS
 
-SCHEMA_VERSION = 2  # bump on any incompatible change to the report layout (see report.schema.json)
+onnx = lazy_import("onnx")
 ProgressFn = Callable[[str], None]
 
 
 @dataclass
 class BenchTarget:
-    """One artifact on one backend."""
+    """One artifact on one backend, while it is being measured."""
 
     model: LoadedModel
-    backend: str
     session: Session
-    latencies: dict[int, Latency] = field(default_factory=dict)
-    accuracy: dict[str, float] = field(default_factory=dict)
+    name: str
+    sha256: str
+    samples: dict[int, list[float]] = field(default_factory=dict)
+    device_samples: dict[int, list[float]] = field(default_factory=dict)
+    warmup: dict[int, int] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # task outputs per split
-    fidelity: dict[str, float] = field(default_factory=dict)
-    memory: dict[str, float] = field(default_factory=dict)
-    flops_per_item: int | None = None
+    result: Result | None = None
 
     @property
-    def variant(self) -> str:
-        """Model name plus, for ONNX files, the two folders above the file: variants of one model differ there."""
-        if self.model.onnx_path is None:
-            return self.model.spec.name
-        folders = Path(self.model.source).parent.parts[-2:]
-        return f"{self.model.spec.name} ({'/'.join(folders)})" if folders else self.model.spec.name
+    def backend(self) -> str:
+        return self.session.backend
 
     @property
     def label(self) -> str:
-        return f"{self.variant} on {self.backend}"
-
-    def parameters(self) -> int | None:
-        if self.model.module is not None:
-            return self.model.parameter_count()
-        return _onnx_parameter_count(self.model.onnx_path)
-
-    def is_int8(self) -> bool:
-        if self.model.onnx_path is None:
-            return False
-        import onnx
-
-        return any(n.op_type in ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger")
-                   for n in onnx.load(str(self.model.onnx_path), load_external_data=False).graph.node)
-
-    def efficiency(self, peak_gflops: float | None) -> float | None:
-        """Achieved FLOP/s at the largest batch as a fraction of the machine's GEMM peak (roofline)."""
-        if not (self.flops_per_item and peak_gflops and self.latencies):
-            return None
-        return self.flops_per_item * self.latencies[max(self.latencies)].throughput / (peak_gflops * 1e9)
-
-    def to_dict(self, peak_gflops: float | None = None) -> dict:
-        return {"label": self.label, "artifact": self.model.source, "kind": self.model.kind,
-                "model": self.variant, "backend": self.backend, "parameters": self.parameters(),
-                "size_bytes": self.session.artifact_bytes, "trained": self.model.trained, "int8": self.is_int8(),
-                "flops_per_item": self.flops_per_item, "efficiency": self.efficiency(peak_gflops),
-                "memory": self.memory, "accuracy": self.accuracy, "fidelity": self.fidelity,
-                "latency": [self.latencies[b].to_dict() for b in sorted(self.latencies)]}
+        return f"{self.name} on {self.backend}"
 
 
-def _onnx_parameter_count(path: Path | None) -> int | None:
+def default_name(model: LoadedModel) -> str:
+    """Model name plus, for ONNX files, the two folders above the file: variants of one model differ there."""
+    if model.onnx_path is None:
+        return model.spec.name
+    folders = Path(model.source).parent.parts[-2:]
+    return f"{model.spec.name} ({'/'.join(folders)})" if folders else model.spec.name
+
+
+def _unique_names(models: list[LoadedModel], digests: list[str], labels: Sequence[str] | None) -> list[str]:
+    if labels is not None and len(labels) != len(models):
+        raise ConfigError(f"{len(labels)} label(s) for {len(models)} artifact(s)", "give one --label per artifact")
+    names = list(labels) if labels is not None else [default_name(m) for m in models]
+    for i, name in enumerate(names):
+        clashes = [j for j, other in enumerate(names) if other == name and digests[j] != digests[i]]
+        if clashes and labels is not None:
+            raise ConfigError(f"label {name!r} is given to different artifacts", "give each artifact its own label")
+        if clashes:  # same display name, different bytes: the short hash tells them apart
+            names = [f"{n} [{digests[j][:6]}]" if j in clashes or j == i else n for j, n in enumerate(names)]
+    return names
+
+
+def load_targets(refs: list[str], backends: list[str] | None, threads: int,
+                 labels: Sequence[str] | None = None) -> list[BenchTarget]:
+    models = [resolve_model(ref) for ref in refs]
+    digests = [m.sha256() for m in models]
+    names = _unique_names(models, digests, labels)
+    targets: list[BenchTarget] = []
+    for model, digest, name in zip(models, digests, names):
+        for backend in backends or [default_backend(model)]:
+            if any(t.sha256 == digest and t.backend == backend for t in targets):
+                raise ConfigError(f"{model.source} on {backend} is already in this run (same artifact bytes)",
+                                  "give each artifact once")
+            before = rss_mb()
+            session = load_session(model, backend, threads)
+            target = BenchTarget(model, session, name, digest)
+            target.result = _describe(target)
+            target.result.memory["load_rss_mb"] = round(rss_mb() - before, 2)
+            targets.append(target)
+    return targets
+
+
+def _describe(target: BenchTarget) -> Result:
+    model = target.model
+    onnx_path = model.onnx_path
+    return Result(
+        id=result_id(target.sha256, target.backend), name=target.name, artifact=model.source,
+        artifact_sha256=target.sha256, kind=model.kind, model=model.spec.name, backend=target.backend,
+        precision=onnx_precision(onnx_path) if onnx_path else torch_precision(model.module),
+        parameters=model.parameter_count() if model.module is not None else _onnx_parameter_count(onnx_path),
+        size_bytes=target.session.artifact_bytes, trained=model.trained,
+        flops_per_item=onnx_flops(onnx_path, model.spec) if onnx_path else torch_flops(model.module, model.spec))
+
+
+def _onnx_parameter_count(path: Path) -> int | None:
     """Weights in the graph: every initialiser except shape constants and Q/DQ scales/zero points."""
-    if path is None:
-        return None
-    import onnx
-
     graph = onnx.load(str(path), load_external_data=False).graph
     qparams = {name for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
                for name in node.input[1:]}
@@ -89,31 +113,8 @@ def _onnx_parameter_count(path: Path | None) -> int | None:
                    if i.data_type in weight_types and i.name not in qparams and len(i.dims) > 0))
 
 
-def load_targets(refs: list[str], backends: list[str] | None, threads: int) -> list[BenchTarget]:
-    from edgemm.bench.cost import onnx_flops, rss_mb, torch_flops
-
-    targets = []
-    for ref in refs:
-        model = resolve_model(ref)
-        for name in backends or [default_backend(model)]:
-            backend = get_backend(name)
-            if not backend.accepts(model):
-                raise EdgemmError(f"backend {name!r} cannot run {ref} ({model.kind} model)",
-                                  "give an .onnx artifact for ONNX Runtime backends (`edgemm export` makes one), "
-                                  "a PyTorch model for 'torch'")
-            before = rss_mb()
-            target = BenchTarget(model, name, backend.load(model, threads))
-            target.memory["load_rss_mb"] = round(rss_mb() - before, 2)
-            target.flops_per_item = (onnx_flops(model.onnx_path, model.spec) if model.onnx_path
-                                     else torch_flops(model.module, model.spec))
-            targets.append(target)
-    return targets
-
-
 def latency_inputs(model: LoadedModel, batch_size: int, split: str | None) -> dict[str, np.ndarray]:
     """Real samples from the eval split when the model has a dataset, else generated ones."""
-    from edgemm.data.datasets import load_split
-
     spec = model.spec
     if spec.dataset and split:
         data = load_split(spec.dataset, split).for_inputs(spec.input_names)
@@ -124,94 +125,80 @@ def latency_inputs(model: LoadedModel, batch_size: int, split: str | None) -> di
     return spec.example_inputs({"batch": batch_size}, seed=0)
 
 
-def session_accuracy(session: Session, spec: ModelSpec, dataset: str, split: str, batch_size: int = 64) -> float:
-    """Task accuracy of any backend session on a dataset split."""
-    return metrics.accuracy(*task_outputs(session, spec, dataset, split, batch_size))
-
-
-def task_outputs(session: Session, spec: ModelSpec, dataset: str, split: str, batch_size: int = 64):
-    """The task output over a split, and its labels."""
-    from edgemm.data.datasets import load_split
-
-    data = load_split(dataset, split).for_inputs(spec.input_names)
-    return np.concatenate([session.run(x)[spec.task.output] for x, _ in data.batches(batch_size)]), data.labels
-
-
-def evaluate_accuracy(target: BenchTarget, splits: list[str]) -> dict[str, float]:
-    """Accuracy per split; keeps the outputs so fidelity to the reference can be measured."""
-    spec = target.model.spec
-    if not spec.dataset or spec.task.kind != "classification":
-        return {}
-    scores = {}
-    for split in splits:
-        target.outputs[split], labels = task_outputs(target.session, spec, spec.dataset, split)
-        scores[split] = metrics.accuracy(target.outputs[split], labels)
-    return scores
-
-
-def fidelity(reference: BenchTarget, target: BenchTarget) -> dict[str, float]:
-    """Top-1 agreement and mean cosine of the task output against the first artifact, per split."""
-    shared = [s for s in target.outputs if s in reference.outputs
-              and target.outputs[s].shape == reference.outputs[s].shape]
-    result = {}
-    for split in shared:
-        result[f"top1_agreement_{split}"] = metrics.top1_agreement(reference.outputs[split], target.outputs[split])
-        result[f"cosine_{split}"] = metrics.mean_cosine(reference.outputs[split], target.outputs[split])
-    return result
-
-
-def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes: tuple[int, ...] = (1, 16),
-              threads: int | None = None, splits: tuple[str, ...] = ("test",), timing: TimingSettings = TimingSettings(),
-              rounds: int = 2, breakdown: bool = False, progress: ProgressFn | None = None) -> dict:
-    """Time every target at every batch size, alternating targets over ``rounds`` to spread machine noise."""
-    from edgemm.bench.cost import gemm_peak_gflops, peak_rss_mb
-    from edgemm.bench.guards import warnings_for
-    from edgemm.environment import machine_info
-
-    threads = threads or os.cpu_count() or 1
-    targets = load_targets(refs, backends, threads)
-    say = progress or (lambda _msg: None)
+def score(targets: list[BenchTarget], splits: Sequence[str], say: ProgressFn) -> None:
+    """Accuracy per split, and fidelity of every target to the first on the same samples."""
     for target in targets:
+        spec, result = target.model.spec, target.result
+        if not spec.dataset or spec.task.kind != "classification":
+            continue
         say(f"accuracy: {target.label}")
-        target.accuracy = evaluate_accuracy(target, list(splits))
-        target.fidelity = fidelity(targets[0], target) if target is not targets[0] else {}
-    per_round = TimingSettings(timing.warmup, max(1, timing.min_iterations // rounds), timing.min_seconds / rounds,
-                               timing.max_iterations)
-    for batch_size in batch_sizes:
-        feeds = [latency_inputs(t.model, batch_size, splits[0] if splits else None) for t in targets]
-        for round_ in range(rounds):
-            for target, feed in zip(targets, feeds):
-                say(f"latency: {target.label} batch {batch_size} round {round_ + 1}/{rounds}")
-                lat = measure(lambda: target.session.run(feed), batch_size, per_round)
-                if batch_size in target.latencies:
-                    target.latencies[batch_size].samples_ms.extend(lat.samples_ms)
-                    target.latencies[batch_size].warmup += lat.warmup
-                else:
-                    target.latencies[batch_size] = lat
-    say("machine peak: fp32 GEMM micro-benchmark")
-    machine = machine_info(threads)
-    machine["peak_gflops_fp32"] = round(gemm_peak_gflops(threads), 1)
-    machine["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    for target in targets:  # GPU sessions add device memory and CUDA-event forward times
-        if hasattr(target.session, "memory"):
-            target.memory.update(target.session.memory())
-        if getattr(target.session, "device_ms", None):
-            target.memory["device_forward_p50_ms"] = float(np.percentile(target.session.device_ms, 50))
-    results = [t.to_dict(machine["peak_gflops_fp32"]) for t in targets]
-    if breakdown:
-        from edgemm.bench.breakdown import modality_breakdown
+        for split in splits:
+            data = load_split(spec.dataset, split).for_inputs(spec.input_names)
+            target.outputs[split] = task_outputs(target.session, data)
+            result.accuracy[split] = metrics.accuracy(target.outputs[split], data.labels)
+    reference = targets[0]
+    for target in targets[1:]:
+        for split, out in target.outputs.items():
+            ref = reference.outputs.get(split)
+            if ref is not None and ref.shape == out.shape:
+                agree = fidelity(ref, out)
+                target.result.fidelity.update({f"{k}_{split}": v for k, v in agree.items()})
 
-        for target, result in zip(targets, results):
-            if target.backend == "torch" and hasattr(target.model.module, "towers"):
-                say(f"per-modality breakdown: {target.label}")
-                result["breakdown"] = modality_breakdown(target.model, timing, threads)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "edgemm bench",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine,
-        "settings": {"batch_sizes": list(batch_sizes), "threads": threads, "splits": list(splits),
-                     "rounds": rounds, "timing": timing.__dict__},
-        "results": results,
-        "warnings": warnings_for(results),
-    }
+
+def time_all(targets: list[BenchTarget], batch_sizes: Sequence[int], split: str | None, timing: TimingSettings,
+             say: ProgressFn) -> None:
+    """Every target at every batch size, alternating targets over rounds to spread machine noise."""
+    per_round = timing.per_round()
+    for batch_size in batch_sizes:
+        feeds = [latency_inputs(t.model, batch_size, split) for t in targets]
+        for round_ in range(timing.rounds):
+            for target, feed in zip(targets, feeds):
+                say(f"latency: {target.label} batch {batch_size} round {round_ + 1}/{timing.rounds}")
+                session = target.session
+                samples = measure(lambda: session.run(feed), per_round, on_timed_start=session.start_timing)
+                device = session.stop_timing()
+                target.samples.setdefault(batch_size, []).extend(samples)
+                target.device_samples.setdefault(batch_size, []).extend(device.get("device_ms", []))
+                target.warmup[batch_size] = target.warmup.get(batch_size, 0) + per_round.warmup
+                if "peak_memory_mb" in device:
+                    memory = target.result.memory
+                    memory["device_peak_mb"] = max(memory.get("device_peak_mb", 0.0), device["peak_memory_mb"])
+
+
+def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes: Sequence[int] = (1, 16),
+              threads: int | None = None, splits: Sequence[str] = ("test",), timing: TimingSettings | None = None,
+              breakdown: bool = False, labels: Sequence[str] | None = None,
+              progress: ProgressFn | None = None) -> BenchReport:
+    """Bench every artifact on every backend; the report keeps raw samples and says where it was measured."""
+    timing = timing or TimingSettings()
+    threads = threads or os.cpu_count() or 1
+    say = progress or (lambda _msg: None)
+    for name in backends or []:
+        BACKENDS.get(name)  # an unknown or unusable backend fails before any model is loaded
+    with torch_threads(threads):
+        targets = load_targets(list(refs), backends, threads, labels)
+        score(targets, splits, say)
+        time_all(targets, batch_sizes, splits[0] if splits else None, timing, say)
+        say("machine peaks: fp32 and int8 GEMM micro-benchmarks")
+        peaks = dict(gemm_peaks(threads))
+        results = [_finish(t, peaks) for t in targets]
+        if breakdown:
+            for target, result in zip(targets, results):
+                if target.backend == "torch" and can_break_down(target.model):
+                    say(f"per-modality breakdown: {target.label}")
+                    result.breakdown = modality_breakdown(target.model, timing, threads)
+    machine = Machine(**machine_info(threads), peak_gops=peaks, peak_rss_mb=round(peak_rss_mb(), 1))
+    settings = BenchSettings(batch_sizes=list(batch_sizes), threads=threads, splits=list(splits), timing=timing)
+    return BenchReport(machine=machine, settings=settings, results=results, warnings=warnings_for(results))
+
+
+def _finish(target: BenchTarget, peaks: dict[str, float]) -> Result:
+    result = target.result
+    result.latency = [Latency(batch_size=b, warmup=target.warmup[b], samples_ms=s,
+                              device_samples_ms=target.device_samples.get(b, []))
+                      for b, s in sorted(target.samples.items())]
+    peak = peaks.get(result.precision)
+    if result.flops_per_item and peak and result.latency:
+        result.efficiency = result.flops_per_item * result.latency[-1].throughput_per_s / (peak * 1e9)
+        result.peak_precision = result.precision
+    return result

@@ -4,24 +4,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import binom
+
+from edgemm.lazy import lazy_import
+
+scipy_stats = lazy_import("scipy.stats")
 
 
 def percentile_ci(samples: list[float] | np.ndarray, q: float, confidence: float = 0.95) -> tuple[float, float]:
-    """Confidence interval of the ``q``-th percentile from order statistics.
+    """Confidence interval of the ``q``-th percentile from order statistics (exact, distribution-free).
 
-    The number of samples below the true percentile is Binomial(n, q/100); the
-    interval between the order statistics at that distribution's tails covers the
-    percentile with at least ``confidence`` (exact, distribution-free).
+    SciPy's ``quantile_test`` inverts the binomial test on the count of samples below
+    the percentile; its interval lies between two order statistics of the samples.
     """
-    data = np.sort(np.asarray(samples, dtype=float))
-    n = len(data)
-    if n == 0:
+    data = np.asarray(samples, dtype=float)
+    if data.size == 0:
         raise ValueError("no samples")
-    p, alpha = q / 100.0, 1.0 - confidence
-    lo = int(binom.ppf(alpha / 2, n, p))          # count of samples below the lower bound
-    hi = int(binom.ppf(1 - alpha / 2, n, p)) + 1  # 1-based rank of the upper bound
-    return float(data[max(lo - 1, 0)]), float(data[min(hi, n) - 1])
+    interval = scipy_stats.quantile_test(data, q=float(np.percentile(data, q)), p=q / 100).confidence_interval(confidence)
+    low, high = float(interval.low), float(interval.high)
+    # With few samples a tail of the interval is unbounded (nan/inf): the sample extreme is what we know.
+    return (low if math.isfinite(low) else float(data.min()), high if math.isfinite(high) else float(data.max()))
 
 
 def relative_half_width(samples: list[float] | np.ndarray, q: float = 50, confidence: float = 0.95) -> float:

@@ -10,6 +10,10 @@ from typing import Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgemm.errors import EdgemmError
 
 console = Console(stderr=True)
 # Wide tables stay readable in CI logs and pipes, where rich would otherwise assume 80 columns.
@@ -30,15 +34,14 @@ def handles_errors(fn: F) -> F:
     """Print an EdgemmError as 'error: ... / fix: ...' and exit with its code, no traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from edgemm.errors import EdgemmError
-
         quiet_libraries()
         try:
             return fn(*args, **kwargs)
         except EdgemmError as err:
-            console.print(f"[bold red]error:[/] {err.args[0]}", highlight=False, markup=True, soft_wrap=True)
+            # escape(): messages quote lists and extras ("['text']", "edgemm[inc]") that rich would read as markup
+            console.print(f"[bold red]error:[/] {escape(err.args[0])}", highlight=False, soft_wrap=True)
             if err.hint:
-                console.print(f"[bold]fix:[/] {err.hint}", highlight=False, soft_wrap=True)
+                console.print(f"[bold]fix:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
     return wrapper  # type: ignore[return-value]
 
@@ -46,8 +49,6 @@ def handles_errors(fn: F) -> F:
 @contextmanager
 def step_progress() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar per task name; yields update(task, done, total)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         tasks: dict[str, int] = {}

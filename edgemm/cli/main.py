@@ -1,26 +1,45 @@
-"""The ``edgemm`` command: a thin layer over the Python API (``edgemm.api``)."""
+"""The ``edgemm`` command: a thin layer over the Python API (``edgemm.api``).
+
+Choices (backends, export targets) and option groups (timing) are read from the registries and
+settings models, so ``edgemm --help`` always lists what is installed.
+"""
 from __future__ import annotations
 
-from enum import Enum
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from edgemm.bench.latency import TimingSettings
 from edgemm.cli.common import console, handles_errors, out, status, step_progress
+from edgemm.cli.options import ThreadsOpt, choices, option_group
+from edgemm.bench.regression import parse_fail_on
+from edgemm.bench.schema import BenchReport
+from edgemm.compress.recipe import available_recipes
+from edgemm.errors import ValidationFailed
+from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles
+from edgemm.export.target import EXPORT_TARGETS
+from edgemm.lazy import lazy_import
+from edgemm.models.registry import ZOO, resolve_model
+from edgemm.runtime import BACKENDS
+
+api = lazy_import("edgemm.api")  # the heavy half: loaded when a command runs, not for --help
+demos = lazy_import("edgemm.demo")
+tables = lazy_import("edgemm.cli.tables")
 
 app = typer.Typer(help="Compress, export and benchmark multimodal models for edge targets.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
+Backend = choices("Backend", BACKENDS.names())
+Target = choices("Target", EXPORT_TARGETS.names())
 ModelArg = Annotated[str, typer.Argument(help="zoo name, package.module:factory, run directory or .onnx file")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(help="weights: .safetensors or a tensors-only torch checkpoint")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and ONNX Runtime (default: all cores)")]
+ProfileOpt = Annotated[str, typer.Option(help=f"name in export_profiles/ ({', '.join(available_profiles())}) or a YAML path")]
 
 
-class Target(str, Enum):
-    onnx = "onnx"
-    tensorrt = "tensorrt"
-    torch_tensorrt = "torch-tensorrt"
+def log(msg: str) -> None:
+    console.print(f"[cyan]›[/] {msg}", highlight=False)
 
 
 @app.command()
@@ -28,74 +47,64 @@ class Target(str, Enum):
 def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/demo"),
          epochs: Annotated[int, typer.Option(min=1)] = 8, threads: ThreadsOpt = None) -> None:
     """Train the demo model and its unimodal baselines, export to ONNX, benchmark torch vs ONNX Runtime."""
-    from edgemm.cli.tables import accuracy_table, bench_table
-    from edgemm.demo import run_demo
-
     with step_progress() as progress:
-        result = run_demo(out_dir, epochs=epochs, threads=threads, progress=progress,
-                          log=lambda msg: console.print(f"[cyan]›[/] {msg}", highlight=False))
-    out.print(accuracy_table(result.accuracy))
-    out.print(bench_table(result.bench))
+        result = demos.run_demo(out_dir, epochs=epochs, threads=threads, progress=progress, log=log)
+    out.print(tables.accuracy_table(result.accuracy, fused=demos.FUSED))
+    out.print(tables.bench_table(result.bench))
     out.print(f"run directory: {result.out_dir}  (bench report: {result.out_dir / 'bench' / 'report.md'})")
 
 
 @app.command()
 @handles_errors
+@option_group(TimingSettings, "timing", defaults=TimingSettings.for_compress())
 def compress(model: Annotated[Optional[str], typer.Argument(help="trained model; default: the demo's, trained if needed")] = None,
-             recipe: Annotated[Optional[str], typer.Option(help="recipe name or YAML path")] = None,
+             recipe: Annotated[Optional[str], typer.Option(help=f"recipe name ({', '.join(available_recipes())}) or YAML path")] = None,
              data: Annotated[Optional[str], typer.Option(help="dataset name (default: the model's)")] = None,
              out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/compress"),
-             threads: Annotated[int, typer.Option(min=1, help="threads for latency figures")] = 1) -> None:
+             threads: Annotated[int, typer.Option(min=1, help="threads for latency figures")] = 1,
+             timing: TimingSettings = TimingSettings.for_compress()) -> None:
     """Run a recipe of stages (prune, distill, quantize) under accuracy gates; with no arguments, on the demo."""
-    from edgemm.cli.tables import bench_table
-    from edgemm.compress.pipeline import compress as run_compress
-
-    log = lambda msg: console.print(f"[cyan]›[/] {msg}", highlight=False)  # noqa: E731
     with step_progress() as progress:
         if model is None:
-            from edgemm.demo import run_demo
             log("no model given: training the built-in demo model first (runs/demo)")
-            run_demo("runs/demo", progress=progress, log=log, bench=False)
+            demos.run_demo("runs/demo", progress=progress, log=log, bench=False)
             model = "runs/demo"
-        result = run_compress(model, recipe, out_dir, data=data, threads=threads, log=log, progress=progress)
-    out.print(bench_table(result.report))
+        result = api.compress(model, recipe, out_dir, data=data, threads=threads, timing=timing, log=log,
+                              progress=progress)
+    out.print(tables.bench_table(result.report))
     g = result.gates
     out.print(f"[green]gates passed[/]: {g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "
-              f"{100 * g['final_accuracy']:.2f} %, batch-1 {g['speedup_vs_torch_eager']:.2f}× vs torch eager, "
-              f"{g['speedup_vs_ort_fp32']:.2f}× vs ORT fp32")
+              f"{100 * g['final_accuracy']:.2f} %, batch-{g['batch_size']} {g['speedup_vs_torch_eager']:.2f}× vs "
+              f"torch eager, {g['speedup_vs_ort_fp32']:.2f}× vs ORT fp32")
     out.print(f"wrote {result.final} and {result.out_dir / 'report.md'}")
 
 
 @app.command()
 @handles_errors
 def export(model: ModelArg,
-           target: Annotated[Target, typer.Option(help="what to build")] = Target.onnx,
-           profile: Annotated[str, typer.Option(help="name in export_profiles/ or a YAML path")] = "x86-cpu",
+           target: Annotated[Target, typer.Option(help="what to build (`edgemm list targets`)")] = Target("onnx"),
+           profile: ProfileOpt = DEFAULT_PROFILE,
            out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/export"),
            weights: WeightsOpt = None) -> None:
-    """Export to ONNX (dynamic axes, onnxslim) and validate against PyTorch on held-out samples."""
-    from edgemm.api import export as api_export
-
+    """Export (ONNX: dynamic axes, onnxslim) and validate against PyTorch on held-out samples."""
     with status(f"exporting {model} to {target.value}"):
-        result = api_export(model, target=target.value, profile=profile, out_dir=out_dir, weights=weights)
-    for check in result.validation.checks:
+        result = api.export(model, target=target.value, profile=profile, out_dir=out_dir, weights=weights)
+    for check in result.validation.checks if result.validation else []:
         agree = "" if check.top1_agreement is None else f", top-1 agreement {check.top1_agreement:.4f}"
         out.print(f"[green]✓[/] {check.output}: max abs error {check.max_abs_error:.2e}, "
                   f"cosine {check.cosine:.6f}{agree}")
-    out.print(f"wrote {result.onnx_path} ({result.nodes_exported} → {result.nodes_simplified} nodes, "
-              f"{result.seconds:.1f} s)")
+    nodes = result.details
+    shape = f"{nodes['nodes_exported']} → {nodes['nodes_simplified']} nodes, " if "nodes_exported" in nodes else ""
+    out.print(f"wrote {result.path} ({shape}{result.seconds:.1f} s)")
 
 
 @app.command()
 @handles_errors
 def validate(candidate: Annotated[Path, typer.Argument(help="an .onnx file")],
              reference: Annotated[str, typer.Option(help="the PyTorch model it should match")],
-             profile: Annotated[str, typer.Option()] = "x86-cpu", weights: WeightsOpt = None) -> None:
+             profile: ProfileOpt = DEFAULT_PROFILE, weights: WeightsOpt = None) -> None:
     """Compare an ONNX artifact with its PyTorch reference; exit 3 when it disagrees."""
-    from edgemm.api import validate as api_validate
-    from edgemm.errors import ValidationFailed
-
-    report = api_validate(candidate, reference, profile=profile, weights=weights)
+    report = api.validate(candidate, reference, profile=profile, weights=weights)
     if not report.passed:
         raise ValidationFailed(f"{candidate} disagrees with {reference}: {report.failure_text()}",
                                "re-export it from the reference model")
@@ -104,41 +113,36 @@ def validate(candidate: Annotated[Path, typer.Argument(help="an .onnx file")],
 
 @app.command()
 @handles_errors
+@option_group(TimingSettings, "timing")
 def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx files")],
-          backend: Annotated[Optional[list[str]], typer.Option(help="torch, ort-cpu, ort-cuda (repeat)")] = None,
+          backend: Annotated[Optional[list[Backend]], typer.Option(help="repeat for several (default: torch for "
+                                                                        "PyTorch models, ort-cpu for ONNX)")] = None,
           batch_size: Annotated[list[int], typer.Option(min=1)] = [1, 16],  # noqa: B006
           threads: ThreadsOpt = None,
           split: Annotated[list[str], typer.Option(help="eval split(s) for accuracy")] = ["test"],  # noqa: B006
-          warmup: Annotated[int, typer.Option(min=0)] = 10,
-          min_iterations: Annotated[int, typer.Option(min=1)] = 50,
-          min_seconds: Annotated[float, typer.Option(min=0)] = 1.0,
-          rounds: Annotated[int, typer.Option(min=1, help="alternating rounds over the artifacts")] = 2,
+          label: Annotated[Optional[list[str]], typer.Option(help="display name per artifact, in order")] = None,
           breakdown: Annotated[bool, typer.Option(help="time preprocessing, each tower and fusion (torch)")] = False,
           baseline: Annotated[Optional[Path], typer.Option(help="report.json to compare with (CI gate)")] = None,
           fail_on: Annotated[str, typer.Option(help="thresholds vs --baseline, e.g. 'p50=10%,accuracy=1'")] = "p50=10%,p90=15%,accuracy=1",
-          out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench")) -> None:
+          out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
+          timing: TimingSettings = TimingSettings()) -> None:
     """Latency (p50/p90/p99 with CIs), accuracy, fidelity, size, FLOPs; JSON + Markdown + plots; CI gate."""
-    from edgemm.api import bench as api_bench
-    from edgemm.bench.latency import TimingSettings
-    from edgemm.bench.regression import RegressionFound, load_report, parse_fail_on, regressions
-    from edgemm.cli.tables import bench_table
-
-    limits = parse_fail_on(fail_on) if baseline else {}
-    old = load_report(baseline) if baseline else None
+    if baseline:  # a bad baseline or threshold fails before minutes of benchmarking, not after
+        BenchReport.load(baseline)
+        parse_fail_on(fail_on)
     with status("benchmarking") as say:
-        report, paths = api_bench(artifacts, backends=backend, batch_sizes=tuple(batch_size), threads=threads,
-                                  splits=tuple(split), timing=TimingSettings(warmup, min_iterations, min_seconds),
-                                  rounds=rounds, breakdown=breakdown, out_dir=out_dir, progress=say)
-    out.print(bench_table(report))
-    for warning in report["warnings"]:
+        report, paths = api.bench(artifacts, backends=[b.value for b in backend] if backend else None,
+                                  batch_sizes=tuple(batch_size), threads=threads, splits=tuple(split), timing=timing,
+                                  breakdown=breakdown, labels=label, out_dir=out_dir, progress=say)
+    out.print(tables.bench_table(report))
+    for warning in report.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     out.print(f"wrote {paths[0]}, {paths[1]} and plots in {out_dir}")
-    if old is not None:
-        found = regressions(old, report, limits)
-        if found:
-            raise RegressionFound(f"{len(found)} regression(s) against {baseline}: " + "; ".join(found),
-                                  "investigate, or refresh the baseline if the change is intended")
-        out.print(f"[green]no regression[/] against {baseline} ({fail_on})")
+    if baseline:
+        comparison = api.check_regressions(baseline, report, fail_on)
+        for note in comparison.notes():
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        out.print(f"[green]no regression[/] against {baseline} ({fail_on}; {len(comparison.pairs)} result(s) compared)")
 
 
 @app.command()
@@ -146,18 +150,8 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
 def report(reports: Annotated[list[Path], typer.Argument(help="run directories or report.json files")],
            out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/report")) -> None:
     """Re-render Markdown and plots from bench reports; with several, compare each with the first."""
-    from edgemm.artifacts import write_text
-    from edgemm.bench.regression import load_report, regressions
-    from edgemm.bench.report import plot, to_markdown
-
-    loaded = [load_report(p) for p in reports]
-    parts = [to_markdown(r).replace("## edgemm bench", f"## {p}") for p, r in zip(reports, loaded)]
-    for path, rep in zip(reports[1:], loaded[1:]):
-        diff = regressions(loaded[0], rep, {"p50_ms": 0.0, "p90_ms": 0.0, "accuracy": 0.0})
-        parts.append(f"### {path} vs {reports[0]}\n\n" + ("\n".join(f"- slower/worse: {d}" for d in diff) or "- no change for the worse"))
-    write_text(out_dir / "report.md", "\n\n".join(parts) + "\n")
-    pngs = plot(loaded, out_dir)
-    out.print(f"wrote {out_dir / 'report.md'} and {', '.join(str(p) for p in pngs)}")
+    markdown, pngs = api.report(reports, out_dir)
+    out.print(f"wrote {markdown} and {', '.join(str(p) for p in pngs)}")
 
 
 @app.command()
@@ -165,11 +159,9 @@ def report(reports: Annotated[list[Path], typer.Argument(help="run directories o
 def predict(model: ModelArg,
             inputs: Annotated[Path, typer.Option(help=".npz with one array per model input")],
             weights: WeightsOpt = None,
-            backend: Annotated[Optional[str], typer.Option()] = None) -> None:
+            backend: Annotated[Optional[Backend], typer.Option()] = None, threads: ThreadsOpt = None) -> None:
     """Run a model on inputs from an .npz file (checked against the model contract)."""
-    from edgemm.api import predict as api_predict
-
-    outputs = api_predict(model, inputs, weights=weights, backend=backend)
+    outputs = api.predict(model, inputs, weights=weights, backend=backend.value if backend else None, threads=threads)
     for name, value in outputs.items():
         top = f", top-1 {value.argmax(axis=-1).tolist()}" if value.ndim == 2 else ""
         out.print(f"{name}: shape {list(value.shape)}{top}")
@@ -179,19 +171,29 @@ def predict(model: ModelArg,
 @handles_errors
 def info(model: ModelArg) -> None:
     """Show a model's contract: inputs per modality, dynamic axes, outputs, task."""
-    from edgemm.cli.tables import spec_table
-    from edgemm.models.registry import resolve_model
-
-    out.print(spec_table(resolve_model(model).spec))
+    out.print(tables.spec_table(resolve_model(model).spec))
 
 
 @app.command()
+@handles_errors
 def zoo() -> None:
     """List built-in models."""
-    from edgemm.models.registry import ZOO
+    for entry in ZOO:
+        out.print(f"[bold]{entry.name}[/]  {entry.description}")
 
-    for name, entry in ZOO.items():
-        out.print(f"[bold]{name}[/]  {entry.description}")
+
+@app.command("list")
+@handles_errors
+def list_components(kind: Annotated[Optional[str], typer.Argument(
+                        help="stages, quantizers, targets, backends, models, datasets, recipes or profiles")] = None,
+                    schema: Annotated[Optional[str], typer.Option(
+                        help="print a JSON Schema instead: recipe, profile or report")] = None) -> None:
+    """What is registered (stages, quantizers, export targets, backends, models, datasets) and usable here."""
+    if schema:
+        out.print_json(json.dumps(api.schema(schema)))
+        return
+    for name, entries in api.components(kind).items():
+        out.print(tables.components_table(name, entries))
 
 
 def main() -> None:

@@ -1,44 +1,51 @@
 """Rich tables for the terminal (the Markdown report is the file twin of bench_table)."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+from rich.markup import escape
 from rich.table import Table
 
+from edgemm.bench.report import display_name
+from edgemm.bench.schema import BenchReport
+from edgemm.environment import describe
 from edgemm.spec import ModelSpec
 
 
-def accuracy_table(accuracy: dict[str, dict[str, float]]) -> Table:
+def accuracy_table(accuracy: dict[str, dict[str, float]], fused: str) -> Table:
+    """Accuracy per split of a fused model and its single-modality baselines, with the fusion gain."""
     splits = list(next(iter(accuracy.values())))
     table = Table(title="Accuracy (fused model vs single-modality baselines)")
     table.add_column("model")
     for split in splits:
         table.add_column(split, justify="right")
-    best = {s: max(acc[s] for name, acc in accuracy.items() if name != "demo-fusion") for s in splits}
     for name, acc in accuracy.items():
-        table.add_row(name, *(f"{100 * acc[s]:.1f} %" for s in splits), style="bold" if name == "demo-fusion" else None)
-    if "demo-fusion" in accuracy:
-        table.add_row("fusion gain over best single", *(f"{100 * (accuracy['demo-fusion'][s] - best[s]):+.1f} pts"
+        table.add_row(name, *(f"{100 * acc[s]:.1f} %" for s in splits), style="bold" if name == fused else None)
+    baselines = [acc for name, acc in accuracy.items() if name != fused]
+    if fused in accuracy and baselines:
+        best = {s: max(acc[s] for acc in baselines) for s in splits}
+        table.add_row("fusion gain over best single", *(f"{100 * (accuracy[fused][s] - best[s]):+.1f} pts"
                                                         for s in splits), style="green")
     return table
 
 
-def bench_table(report: dict) -> Table:
-    from edgemm.environment import describe
-
-    settings = report["settings"]
-    table = Table(title="Benchmark", caption=f"measured on {describe(report['machine'])}")
-    for col in ("model", "backend", "params", "size MB", *(f"acc {s}" for s in settings["splits"])):
+def bench_table(report: BenchReport, labels: Mapping[str, str] | None = None) -> Table:
+    settings = report.settings
+    table = Table(title="Benchmark", caption=f"measured on {describe(report.machine.model_dump())}")
+    for col in ("model", "backend", "params", "size MB", *(f"acc {s}" for s in settings.splits)):
         table.add_column(col, justify="left" if col in ("model", "backend") else "right")
-    for b in settings["batch_sizes"]:
+    for b in settings.batch_sizes:
         for k in ("p50", "p90", "p99"):
             table.add_column(f"b{b} {k} ms", justify="right")
         table.add_column(f"b{b} items/s", justify="right")
-    for r in report["results"]:
-        lat = {e["batch_size"]: e for e in r["latency"]}
-        cells = [r["model"], r["backend"], f"{(r['parameters'] or 0) / 1e6:.2f} M",
-                 f"{(r['size_bytes'] or 0) / 1e6:.2f}"]
-        cells += [f"{100 * r['accuracy'][s]:.1f} %" if s in r["accuracy"] else "-" for s in settings["splits"]]
-        for b in settings["batch_sizes"]:
-            cells += [f"{lat[b][k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms")] + [f"{lat[b]['throughput_per_s']:.0f}"]
+    for r in report.results:
+        cells = [display_name(r, labels), r.backend, f"{(r.parameters or 0) / 1e6:.2f} M",
+                 f"{(r.size_bytes or 0) / 1e6:.2f}"]
+        cells += [f"{100 * r.accuracy[s]:.1f} %" if s in r.accuracy else "-" for s in settings.splits]
+        for b in settings.batch_sizes:
+            lat = r.at(b)
+            cells += ([f"{lat.p50_ms:.3f}", f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}", f"{lat.throughput_per_s:.0f}"]
+                      if lat else ["-"] * 4)
         table.add_row(*cells)
     return table
 
@@ -54,4 +61,18 @@ def spec_table(spec: ModelSpec) -> Table:
         table.add_row(f"axis {name}", "", "", f"min {axis.min} / opt {axis.opt} / max {axis.max}", "", "")
     for o in spec.outputs:
         table.add_row(f"→ {o.name}", "output", "", str(list(o.shape)), "", o.description)
+    return table
+
+
+def components_table(kind: str, entries: list[dict[str, Any]]) -> Table:
+    """``edgemm list``: one registry, with what each entry declares and whether it is usable here."""
+    columns = [c for c in ("name", "description", "consumes", "produces", "supports", "config")
+               if any(e.get(c) for e in entries)]
+    table = Table(title=kind)
+    for col in columns + ["usable here"]:
+        table.add_column(col)
+    for e in entries:
+        usable = "yes" if not e.get("unavailable") else f"no: {e['unavailable']}"
+        cells = [", ".join(e[c]) if isinstance(e.get(c), list) else str(e.get(c) or "") for c in columns]
+        table.add_row(*(escape(c) for c in [*cells, usable]))
     return table

@@ -10,15 +10,27 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
+from pydantic import Field
 
 from edgemm.compress.graph import nodes_by_tower
-from edgemm.compress.quantize import PREPROCESSED, get_quantizer, preprocess
-from edgemm.compress.recipe import QuantizeStage
+from edgemm.config import Strict
 from edgemm.errors import GateFailed
-from edgemm.export.profiles import QuantizationSettings
+from edgemm.lazy import lazy_import
+
+onnx = lazy_import("onnx")
+qdq_debug = lazy_import("onnxruntime.quantization.qdq_loss_debug")
+QuantizeFn = Callable[[Path, list[str]], Path]  # (output path, nodes kept in float) -> the quantized ONNX file
+
+
+class FallbackSettings(Strict):
+    """The ``fallback:`` key of a quantize stage: how far the loop may retreat to float."""
+
+    max_tries: int = Field(4, ge=0, description="quantize-evaluate rounds after the first, each keeping more in float")
+    granularity: list[Literal["tower", "node"]] = Field(default_factory=lambda: ["tower", "node"])
+    nodes_per_try: int = Field(4, ge=1)
 
 
 @dataclass
@@ -42,44 +54,42 @@ class QuantizeOutcome:
                 "attempts": [asdict(a) for a in self.attempts]}
 
 
-def quantize_with_fallback(fp32: Path, work_dir: Path, config: QuantizeStage, scheme: QuantizationSettings,
-                           feeds: list[dict[str, np.ndarray]], evaluate: Callable[[Path], float],
-                           min_accuracy: float, log: Callable[[str], None] = lambda _m: None) -> QuantizeOutcome:
-    import onnx
-
-    quantizer = get_quantizer(config.backend)
-    pre = preprocess(fp32, work_dir / PREPROCESSED) if config.backend == "ort" else fp32
-    groups = nodes_by_tower(onnx.load(str(pre)), scheme.op_types)
+def quantize_with_fallback(fp32: Path, graph: Path, work_dir: Path, quantize: QuantizeFn, op_types: list[str],
+                           keep_float: list[str], settings: FallbackSettings, feeds: list[dict[str, np.ndarray]],
+                           evaluate: Callable[[Path], float], min_accuracy: float,
+                           log: Callable[[str], None] = lambda _m: None) -> QuantizeOutcome:
+    """Quantize ``fp32`` (whose nodes are named as in ``graph``, the quantizer's pre-processed copy) until
+    ``evaluate`` reaches ``min_accuracy``: towers in ``keep_float`` stay float from the start."""
+    groups = nodes_by_tower(onnx.load(str(graph)), op_types)
     attempts: list[Attempt] = []
 
     def attempt(kept: list[str], label: str, kind: str = "try") -> tuple[Path, float]:
-        path = work_dir / f"{kind}{len(attempts)}.onnx"
-        quantizer.quantize(fp32, path, feeds, scheme, config.mode, sorted(set(kept)))
+        path = quantize(work_dir / f"{kind}{len(attempts)}.onnx", sorted(set(kept)))
         acc = evaluate(path)
         attempts.append(Attempt(label, sorted(set(kept)), acc, acc >= min_accuracy, kind))
         log(f"{kind} '{label}': accuracy {100 * acc:.2f} % (needs ≥ {100 * min_accuracy:.2f} %)")
         return path, acc
 
-    kept = [n for tower in config.keep_float for n in groups.get(tower, [])]
-    path, acc = attempt(kept, "quantize all" if not kept else f"keep {config.keep_float} in float")
+    kept = [n for tower in keep_float for n in groups.get(tower, [])]
+    path, acc = attempt(kept, "quantize all" if not kept else f"keep {keep_float} in float")
     tries, sensitivity = 0, {}
-    if acc < min_accuracy and "tower" in config.fallback.granularity and config.fallback.max_tries:
+    if acc < min_accuracy and "tower" in settings.granularity and settings.max_tries:
         float_accuracy = evaluate(fp32)
-        candidates = [t for t in groups if t not in config.keep_float]
+        candidates = [t for t in groups if t not in keep_float]
         for tower in candidates:  # accuracy lost when only this tower is quantized
             others = [n for t in groups if t != tower for n in groups[t]]
             _, only = attempt(others, f"only {tower} quantized", "sensitivity")
             sensitivity[tower] = float(float_accuracy - only)
         for tower in sorted(candidates, key=lambda t: -sensitivity[t]):
-            if acc >= min_accuracy or tries >= config.fallback.max_tries:
+            if acc >= min_accuracy or tries >= settings.max_tries:
                 break
             kept += groups[tower]
             path, acc = attempt(kept, f"keep tower {tower} in float")
             tries += 1
-    if acc < min_accuracy and "node" in config.fallback.granularity:
-        ranked = [n for n in rank_nodes_by_error(pre, path, feeds[:4], scheme.op_types) if n not in kept]
-        while acc < min_accuracy and tries < config.fallback.max_tries and ranked:
-            batch, ranked = ranked[:config.fallback.nodes_per_try], ranked[config.fallback.nodes_per_try:]
+    if acc < min_accuracy and "node" in settings.granularity:
+        ranked = [n for n in rank_nodes_by_error(graph, path, feeds[:4], op_types) if n not in kept]
+        while acc < min_accuracy and tries < settings.max_tries and ranked:
+            batch, ranked = ranked[:settings.nodes_per_try], ranked[settings.nodes_per_try:]
             kept += batch
             path, acc = attempt(kept, f"keep nodes {batch} in float")
             tries += 1
@@ -96,18 +106,13 @@ def rank_nodes_by_error(fp32: Path, quantized: Path, feeds: list[dict[str, np.nd
 
     Uses onnxruntime's own QDQ debugging tools (``qdq_loss_debug``).
     """
-    import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
-
     float_aug, qdq_aug = fp32.with_suffix(".aug.onnx"), quantized.with_suffix(".aug.onnx")
     try:
-        modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
-        modify_model_output_intermediate_tensors(str(quantized), str(qdq_aug))
-        matching = create_activation_matching(collect_activations(str(qdq_aug), feeds),
-                                              collect_activations(str(float_aug), feeds))
-        errors = compute_activation_error(matching)
+        qdq_debug.modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
+        qdq_debug.modify_model_output_intermediate_tensors(str(quantized), str(qdq_aug))
+        matching = qdq_debug.create_activation_matching(qdq_debug.collect_activations(str(qdq_aug), feeds),
+                                                        qdq_debug.collect_activations(str(float_aug), feeds))
+        errors = qdq_debug.compute_activation_error(matching)
     finally:
         float_aug.unlink(missing_ok=True)
         qdq_aug.unlink(missing_ok=True)

@@ -7,8 +7,14 @@ from pathlib import Path
 from typing import Callable
 
 from edgemm.artifacts import atomic_path, write_json, write_manifest, write_text
-from edgemm.compress.recipe import Recipe, load_recipe
-from edgemm.compress.runner import Artifact, Context, plan, run_stage
+from edgemm.bench.latency import TimingSettings
+from edgemm.bench.report import to_markdown
+from edgemm.bench.runner import run_bench
+from edgemm.bench.schema import BenchReport
+from edgemm.compress.gates import check_gates
+from edgemm.compress.recipe import RecipeBase, load_recipe
+from edgemm.compress.runner import plan, run_stage
+from edgemm.compress.stage import Artifact, Context
 from edgemm.errors import ConfigError, GateFailed
 from edgemm.export.profiles import load_profile
 from edgemm.models.registry import resolve_model, save_model
@@ -20,18 +26,16 @@ REPORT_SPLITS = ("test", "ood")
 class CompressResult:
     out_dir: Path
     final: Path
-    report: dict
+    report: BenchReport
     gates: dict
     stages: list[dict]
 
 
-def compress(model: str, recipe: str | Path | Recipe | None = None, out_dir: str | Path = "runs/compress", *,
+def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir: str | Path = "runs/compress", *,
              data: str | None = None, threads: int | None = 1, batch_sizes: tuple[int, ...] = (1, 16),
-             timing=None, log: Callable[[str], None] = print, progress: Callable | None = None) -> CompressResult:
-    from edgemm.bench.latency import TimingSettings
-    from edgemm.bench.runner import run_bench
-
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+             timing: TimingSettings | None = None, log: Callable[[str], None] = print,
+             progress: Callable | None = None) -> CompressResult:
+    recipe = recipe if isinstance(recipe, RecipeBase) else load_recipe(recipe)
     profile = load_profile(recipe.target)
     teacher = resolve_model(model)
     if teacher.module is None:
@@ -47,7 +51,7 @@ def compress(model: str, recipe: str | Path | Recipe | None = None, out_dir: str
     for stale in ("final", "manifest.json", "gate_report.json", "gate_report.md"):
         path = out_dir / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    ctx = Context(recipe, profile, teacher, dataset, out_dir, threads, log, progress)
+    ctx = Context(recipe.gates, profile, teacher, dataset, out_dir, threads, log, progress)
     source = Artifact("torch", out_dir / "00-input")
     save_model(teacher, source.path)  # the run is self-contained; same bytes give the same stage keys
     ctx.reference_accuracy = ctx.accuracy(source)
@@ -60,55 +64,38 @@ def compress(model: str, recipe: str | Path | Recipe | None = None, out_dir: str
         artifact, metrics = run_stage(index, name, config, artifact, ctx)
         stages.append({"stage": name, **{k: v for k, v in metrics.items() if k != "history"}})
     log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
-    report = run_bench([str(source.path), str(reference_onnx.path), str(artifact.path)], batch_sizes=batch_sizes,
-                       threads=threads, splits=REPORT_SPLITS, rounds=3,
-                       timing=timing or TimingSettings(warmup=20, min_iterations=100, min_seconds=2.0))
-    gates = check_gates(recipe, ctx.reference_accuracy, ctx.accuracy(artifact), report)
-    write_json(out_dir / "report.json", report)
-    write_text(out_dir / "report.md", comparison_markdown(report, gates, stages, recipe))
+    refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]
+    report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=REPORT_SPLITS,
+                       timing=timing or TimingSettings.for_compress())
+    torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
+    gates = check_gates(recipe.gates, ctx.reference_accuracy, ctx.accuracy(artifact), report, torch_fp32.id,
+                        ort_fp32.id, final.id)
+    labels = {torch_fp32.id: "(a) torch fp32 eager", ort_fp32.id: "(b) ONNX Runtime fp32",
+              final.id: f"(c) compressed: {recipe.name}"}
+    write_text(out_dir / "report.json", report.to_json())
+    write_text(out_dir / "report.md", comparison_markdown(report, gates, stages, recipe, labels))
     if not gates["passed"]:
         write_json(out_dir / "gate_report.json", {"gates": gates, "stages": stages})
         raise GateFailed(f"recipe {recipe.name!r} missed its gates: {'; '.join(gates['failures'])}",
                          f"see {out_dir / 'report.md'}; loosen the recipe's gates or compress less")
-    final = out_dir / "final" / "model.onnx"
-    with atomic_path(final) as tmp:
+    final_path = out_dir / "final" / "model.onnx"
+    with atomic_path(final_path) as tmp:
         shutil.copyfile(artifact.path, tmp)
     write_manifest(out_dir, kind="compress", inputs={"model": model, "dataset": dataset},
-                   config={"recipe": recipe.model_dump(mode="json"), "profile": profile.model_dump(mode="json")},
+                   config={"recipe": recipe.model_dump(mode="json"),
+                           "profile": profile.model_dump(mode="json", by_alias=True)},
                    metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
-    return CompressResult(out_dir, final, report, gates, stages)
+    return CompressResult(out_dir, final_path, report, gates, stages)
 
 
-def check_gates(recipe: Recipe, reference: float, final: float, report: dict) -> dict:
-    """Accuracy drop against the input model and batch-1 speed-up against its ORT fp32 export."""
-    g = recipe.gates
-    allowed = g.allowed_drop(reference)
-    torch_b1, ort_b1, final_b1 = (next(e["p50_ms"] for e in r["latency"] if e["batch_size"] == min(
-        x["batch_size"] for x in r["latency"])) for r in report["results"])
-    speedup = ort_b1 / final_b1
-    failures = []
-    if reference - final > allowed + 1e-9:
-        failures.append(f"{g.split} accuracy dropped {100 * (reference - final):.2f} points "
-                        f"(allowed {100 * allowed:.2f})")
-    if g.min_speedup and speedup < g.min_speedup:
-        failures.append(f"batch-1 speed-up over ORT fp32 is {speedup:.2f}x (required {g.min_speedup}x)")
-    return {"passed": not failures, "failures": failures, "split": g.split, "reference_accuracy": reference,
-            "final_accuracy": final, "allowed_drop": allowed, "speedup_vs_ort_fp32": speedup,
-            "speedup_vs_torch_eager": torch_b1 / final_b1}
-
-
-def comparison_markdown(report: dict, gates: dict, stages: list[dict], recipe: Recipe) -> str:
-    from edgemm.bench.report import to_markdown
-
-    names = ["(a) torch fp32 eager", "(b) ONNX Runtime fp32", f"(c) compressed: {recipe.name}"]
-    table = to_markdown(report).replace("## edgemm bench\n\n", "")
-    for r, label in zip(report["results"], names):
-        table = table.replace(f"| {r['model']} | {r['backend']} |", f"| {label} | {r['backend']} |", 1)
+def comparison_markdown(report: BenchReport, gates: dict, stages: list[dict], recipe: RecipeBase,
+                        labels: dict[str, str]) -> str:
+    table = to_markdown(report, labels, title=f"edgemm compress: {recipe.name}")
     verdict = "passed" if gates["passed"] else "FAILED: " + "; ".join(gates["failures"])
     stage_lines = "\n".join(f"- `{s['stage']}`: {gates['split']} accuracy {100 * s['accuracy']:.2f} % "
                             f"({s['accuracy_drop_points']:+.2f} pts drop), {s['seconds']} s" for s in stages)
-    return (f"## edgemm compress: {recipe.name}\n\n{table}\n"
+    return (f"{table}\n"
             f"**Gates ({gates['split']} split): {verdict}.** Accuracy {100 * gates['reference_accuracy']:.2f} % → "
             f"{100 * gates['final_accuracy']:.2f} % (allowed drop {100 * gates['allowed_drop']:.2f} pts); "
-            f"batch-1 speed-up {gates['speedup_vs_torch_eager']:.2f}× vs torch eager, "
+            f"batch-{gates['batch_size']} speed-up {gates['speedup_vs_torch_eager']:.2f}× vs torch eager, "
             f"{gates['speedup_vs_ort_fp32']:.2f}× vs ORT fp32.\n\nStages:\n{stage_lines}\n")

@@ -1,12 +1,20 @@
-"""Dataset registry: a model spec names its dataset; stages ask for a split."""
+"""Data sources: a model spec names its dataset; stages, gates and benchmarks ask for a split.
+
+A :class:`DataSource` is a registered component, one module each in ``edgemm/data/sources/``:
+a named dataset (``edgemm-digits``) or a file format that claims the references it can read.
+A source may also offer raw sensor samples and per-input preprocessors, which the
+per-modality latency breakdown times.
+"""
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
 from edgemm.errors import ConfigError, InputError
+from edgemm.registry import Component, Registry
 
 
 @dataclass
@@ -40,23 +48,43 @@ class Split:
             yield part.inputs, part.labels
 
 
-Loader = Callable[[str], Split]
-DATASETS: dict[str, tuple[Loader, tuple[str, ...]]] = {}
+Preprocessor = Callable[[Any], np.ndarray]  # one raw sample of one input -> a batch of 1 for the model
 
 
-def register_dataset(name: str, splits: tuple[str, ...]) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        DATASETS[name] = (fn, splits)
-        return fn
-    return deco
+class DataSource(Component):
+    """Labelled splits for a model's inputs; ``ref`` is how the user named the data."""
+
+    splits: ClassVar[tuple[str, ...]] = ()
+    preprocessors: ClassVar[dict[str, Preprocessor] | None] = None  # per input name: raw -> model input
+
+    def matches(self, ref: str) -> bool:
+        """Named datasets answer to their name; file formats override this to claim paths."""
+        return ref == self.name
+
+    def splits_for(self, ref: str) -> tuple[str, ...]:
+        return self.splits
+
+    @abstractmethod
+    def load(self, split: str, ref: str) -> Split: ...
+
+    def raw_sample(self, split: str = "test", index: int = 0) -> dict[str, Any] | None:
+        """One sample as the sensors deliver it (for end-to-end timing); None when not offered."""
+        return None
+
+
+DATASETS: Registry[DataSource] = Registry("dataset", "edgemm.data.sources", entry_points="edgemm.datasets")
+
+
+def find_source(ref: str) -> DataSource:
+    for source in DATASETS:
+        if source.matches(ref):
+            return source
+    raise ConfigError(f"unknown dataset {ref!r}", f"choose one of {', '.join(DATASETS.names())}")
 
 
 def load_split(dataset: str, split: str) -> Split:
-    import edgemm.data.digits  # noqa: F401  (registers the built-in dataset)
-
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}", f"choose one of {sorted(DATASETS)}")
-    loader, splits = DATASETS[dataset]
+    source = find_source(dataset)
+    splits = source.splits_for(dataset)
     if split not in splits:
         raise ConfigError(f"dataset {dataset!r} has no split {split!r}", f"choose one of {list(splits)}")
-    return loader(split)
+    return source.load(split, dataset)

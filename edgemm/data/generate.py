@@ -18,9 +18,14 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from math import gcd
 from pathlib import Path
 
 import numpy as np
+
+from edgemm.lazy import lazy_import
+
+scipy_signal = lazy_import("scipy.signal")
 
 SAMPLE_RATE = 8000
 MAX_SECONDS = 1.0
@@ -44,14 +49,10 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _resample(audio: np.ndarray, rate: int) -> np.ndarray:
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
     if rate == SAMPLE_RATE:
         return audio
     g = gcd(rate, SAMPLE_RATE)
-    return resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+    return scipy_signal.resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
 
 
 def _trim(audio: np.ndarray, threshold: float = 0.02) -> np.ndarray:

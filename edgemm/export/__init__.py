@@ -1,1 +1,1 @@
-"""Export targets, registered by name. ``onnx`` lives here; TensorRT targets build on its output."""
+"""Export: targets registered by name (``targets/``), per-target profiles, validation against PyTorch."""

@@ -1,40 +1,28 @@
-"""Export profiles: per-target settings in ``export_profiles/*.yaml``, validated with pydantic."""
+"""Export profiles: per-deployment settings in ``export_profiles/*.yaml``, validated with pydantic.
+
+The sections every profile has (validation, quantization, pruning) are defined here; each
+export target adds its own section, named after it and validated by its own config class
+(``onnx:`` by the ``onnx`` target's ``OnnxSettings``). ``target`` must name a registered target.
+"""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, create_model, field_validator
 
+from edgemm.config import Strict, load_yaml_model
 from edgemm.errors import ConfigError
+from edgemm.export.registry import EXPORT_TARGETS
+from edgemm.export.validate import ValidationSettings
 
 PACKAGED = Path(__file__).resolve().parent.parent / "export_profiles"  # wheel copy (see pyproject)
 SOURCE_TREE = Path(__file__).resolve().parents[2] / "export_profiles"
-DEFAULT_PROFILE = "x86-cpu"
+DEFAULT_PROFILE = "x86-cpu"  # the one place this default is named
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ValidationSettings(_Strict):
-    """How an exported artifact is checked against the PyTorch reference."""
-
-    split: str = Field("test", description="dataset split whose real samples are compared")
-    samples: int = Field(256, ge=1)
-    atol: float = Field(1e-4, ge=0)
-    rtol: float = Field(1e-3, ge=0)
-    min_cosine: float = Field(0.9999, le=1)
-    min_top1_agreement: float = Field(0.999, ge=0, le=1)
-
-
-class OnnxSettings(_Strict):
-    opset: int = Field(18, ge=13)
-    simplify: bool = True
-
-
-class QuantizationSettings(_Strict):
+class QuantizationSettings(Strict):
     """The int8 scheme the target runs fastest and accurately (see shared notes for measurements)."""
 
     activations: Literal["uint8", "int8"] = Field("uint8", description="uint8 asymmetric for x86 VNNI; int8 for TensorRT")
@@ -45,19 +33,48 @@ class QuantizationSettings(_Strict):
     calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"
 
 
-class PruningSettings(_Strict):
+class PruningSettings(Strict):
     round_to: int | None = Field(8, ge=1, description="pruned channel counts are multiples of this")
 
 
-class ExportProfile(_Strict):
+class ExportProfile(Strict):
+    """The sections every profile has; :func:`profile_model` adds one section per export target."""
+
     name: str
     description: str = ""
-    target: Literal["onnx", "tensorrt", "torch-tensorrt"]
+    target: str = Field(description="a registered export target (`edgemm list targets`)")
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    onnx: OnnxSettings = OnnxSettings()
     validation: ValidationSettings = ValidationSettings()
     quantization: QuantizationSettings = QuantizationSettings()
     pruning: PruningSettings = PruningSettings()
+
+    @field_validator("target")
+    @classmethod
+    def _registered(cls, target: str) -> str:
+        if target not in EXPORT_TARGETS:
+            raise ValueError(f"unknown export target {target!r}; registered: {', '.join(EXPORT_TARGETS.names())}")
+        return target
+
+    def section(self, target: str) -> BaseModel:
+        """The settings of one export target (its defaults when the profile has no such section)."""
+        return getattr(self, _field_name(target))
+
+
+def _field_name(target: str) -> str:
+    return target.replace("-", "_")
+
+
+def profile_model() -> type[ExportProfile]:
+    """ExportProfile with a section per registered target that has a config class."""
+    return _profile_model(EXPORT_TARGETS.version)
+
+
+@functools.cache
+def _profile_model(_registry_version: object) -> type[ExportProfile]:
+    sections: dict[str, Any] = {
+        _field_name(t.name): (t.config, Field(default_factory=t.config, alias=t.name, description=t.description))
+        for t in EXPORT_TARGETS if t.config is not None}
+    return create_model("ExportProfile", __base__=ExportProfile, **sections)
 
 
 def profile_dirs() -> list[Path]:
@@ -77,15 +94,4 @@ def load_profile(name_or_path: str | Path | None = None) -> ExportProfile:
         if not found:
             raise ConfigError(f"unknown export profile {ref!r}", f"choose one of {available_profiles()} or give a YAML path")
         path = found[0]
-    try:
-        data = yaml.safe_load(path.read_text())
-        return ExportProfile.model_validate(data)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML ({err})", "fix the file's syntax") from None
-    except ValidationError as err:
-        raise ConfigError(f"{path}: {format_validation_error(err)}", "see export_profiles/README.md") from None
-
-
-def format_validation_error(err: ValidationError) -> str:
-    """Name each offending key: 'validation.atol: Input should be a valid number'."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors())
+    return load_yaml_model(profile_model(), path, "see export_profiles/README.md")

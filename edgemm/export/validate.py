@@ -4,12 +4,26 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from pydantic import Field
 
 from edgemm import metrics
-from edgemm.bench.backends import Session
+from edgemm.data.datasets import load_split
 from edgemm.errors import ValidationFailed
-from edgemm.export.profiles import ValidationSettings
+from edgemm.config import Strict
+from edgemm.models.registry import LoadedModel
+from edgemm.runtime import Session, fidelity, load_session
 from edgemm.spec import ModelSpec
+
+
+class ValidationSettings(Strict):
+    """How an exported artifact is checked against the PyTorch reference."""
+
+    split: str = Field("test", description="dataset split whose real samples are compared")
+    samples: int = Field(256, ge=1)
+    atol: float = Field(1e-4, ge=0)
+    rtol: float = Field(1e-3, ge=0)
+    min_cosine: float = Field(0.9999, le=1)
+    min_top1_agreement: float = Field(0.999, ge=0, le=1)
 
 
 @dataclass
@@ -39,8 +53,6 @@ class ValidationReport:
 
 def validation_feeds(spec: ModelSpec, settings: ValidationSettings) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Real held-out samples when the spec names a dataset, plus random inputs at odd, unseen sizes."""
-    from edgemm.data.datasets import load_split
-
     feeds = []
     if spec.dataset:
         split = load_split(spec.dataset, settings.split).for_inputs(spec.input_names).head(settings.samples)
@@ -77,9 +89,9 @@ def _check(name: str, ref: np.ndarray, cand: np.ndarray, spec: ModelSpec, s: Val
                            [f"shape {cand.shape} differs from the reference {ref.shape}"])
     bad = np.abs(ref - cand) > s.atol + s.rtol * np.abs(ref)
     is_task = spec.task.kind == "classification" and spec.task.output == name
+    agree = fidelity(ref, cand, classification=is_task)
     check = OutputCheck(name, metrics.max_abs_error(ref, cand), metrics.max_rel_error(ref, cand),
-                        float(bad.mean()), metrics.mean_cosine(ref, cand),
-                        metrics.top1_agreement(ref, cand) if is_task else None)
+                        float(bad.mean()), agree["cosine"], agree.get("top1_agreement"))
     if bad.any():
         check.failures.append(f"{int(bad.sum())}/{bad.size} elements beyond atol={s.atol:g}+rtol={s.rtol:g}*|ref| "
                               f"(max abs error {check.max_abs_error:.3g}, max rel error {check.max_rel_error:.3g})")
@@ -88,3 +100,10 @@ def _check(name: str, ref: np.ndarray, cand: np.ndarray, spec: ModelSpec, s: Val
     if check.top1_agreement is not None and check.top1_agreement < s.min_top1_agreement:
         check.failures.append(f"top-1 agreement {check.top1_agreement:.4f} < {s.min_top1_agreement}")
     return check
+
+
+def validate(reference: LoadedModel, candidate: LoadedModel, settings: ValidationSettings,
+             threads: int | None = None) -> ValidationReport:
+    """Run both on the same inputs (each on its default backend); the report says which output fails and by how much."""
+    return compare(reference.spec, load_session(reference, threads=threads), load_session(candidate, threads=threads),
+                   settings)

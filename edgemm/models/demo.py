@@ -1,15 +1,18 @@
 """The reference model for the built-in demo: image CNN + log-mel CNN + text transformer, fused."""
 from __future__ import annotations
 
+import torch
+
+from edgemm.data import preprocess as pp
+from edgemm.data.sources import digits
+from edgemm.models.fusion import FusionClassifier
+from edgemm.models.towers import AudioCNN, ImageCNN, TextTransformer
 from edgemm.spec import AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
 
 MODALITIES = ("image", "audio", "text")
 
 
 def demo_spec(modalities: tuple[str, ...] = MODALITIES, name: str = "demo-fusion") -> ModelSpec:
-    from edgemm.data import digits
-    from edgemm.data import preprocess as pp
-
     inputs = {
         "image": InputSpec(name="image", modality="image", dtype="float32", shape=("batch", 1, pp.IMAGE_SIZE, pp.IMAGE_SIZE),
                            value_range=(0.0, 1.0), description="grey image in [0, 1], zeros when the camera is off"),
@@ -35,13 +38,6 @@ def demo_spec(modalities: tuple[str, ...] = MODALITIES, name: str = "demo-fusion
 def demo_fusion(modalities: tuple[str, ...] | list[str] = MODALITIES, dim: int = 128, width: float = 1.0,
                 seed: int = 0):
     """Build the demo model (random init) and its spec; one modality gives a unimodal baseline."""
-    import torch
-
-    from edgemm.data import digits
-    from edgemm.data import preprocess as pp
-    from edgemm.models.fusion import FusionClassifier
-    from edgemm.models.towers import AudioCNN, ImageCNN, TextTransformer
-
     modalities = tuple(modalities)
     unknown = set(modalities) - set(MODALITIES)
     if unknown or not modalities:

@@ -7,33 +7,35 @@ calling the factory again and loads the tensors, so nothing is unpickled.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgemm.artifacts import sha256_file, write_json
 from edgemm.errors import ModelLoadError
-from edgemm.spec import ModelSpec
+from edgemm.lazy import lazy_import
+from edgemm.models.structure import record_structure, replay_structure
+from edgemm.models.weights import load_weights, read_state_dict, save_weights
+from edgemm.registry import Component, Registry
+from edgemm.spec import AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
+
+onnx = lazy_import("onnx")
 
 MODEL_JSON = "model.json"
 WEIGHTS = "model.safetensors"
 
 
-@dataclass(frozen=True)
-class ZooEntry:
-    factory: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
+class ZooEntry(Component):
+    """A built-in model: a factory and its keyword arguments (registered by a module in ``models/zoo/``)."""
+
+    def __init__(self, name: str, factory: str, kwargs: dict[str, Any] | None = None, description: str = ""):
+        self.name, self.factory, self.kwargs, self.description = name, factory, dict(kwargs or {}), description
 
 
-ZOO: dict[str, ZooEntry] = {
-    "demo-fusion": ZooEntry("edgemm.models.demo:demo_fusion", {},
-                            "image CNN + log-mel CNN + text transformer, mid fusion (the demo model)"),
-    "demo-image-only": ZooEntry("edgemm.models.demo:demo_fusion", {"modalities": ["image"]}, "image baseline"),
-    "demo-audio-only": ZooEntry("edgemm.models.demo:demo_fusion", {"modalities": ["audio"]}, "audio baseline"),
-    "demo-text-only": ZooEntry("edgemm.models.demo:demo_fusion", {"modalities": ["text"]}, "text baseline"),
-}
+ZOO: Registry[ZooEntry] = Registry("zoo model", "edgemm.models.zoo", entry_points="edgemm.zoo")
 
 
 @dataclass
@@ -52,6 +54,20 @@ class LoadedModel:
     @property
     def trained(self) -> bool:
         return self.weights is not None or self.kind == "onnx"
+
+    @property
+    def artifact_kind(self) -> str:
+        """What a backend or stage consumes: "onnx" for ONNX files, "torch" for PyTorch models."""
+        return "onnx" if self.onnx_path is not None else "torch"
+
+    def sha256(self) -> str:
+        """Content hash: the ONNX bytes, or the factory, its arguments and the weights' bytes."""
+        if self.onnx_path is not None:
+            parts = [sha256_file(p) for p in (self.onnx_path, Path(f"{self.onnx_path}.data")) if p.is_file()]
+        else:
+            parts = [json.dumps({"factory": self.factory, "kwargs": self.kwargs}, sort_keys=True, default=str)]
+            parts += [sha256_file(self.weights)] if self.weights is not None else []
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def parameter_count(self) -> int | None:
         return None if self.module is None else sum(p.numel() for p in self.module.parameters())
@@ -78,8 +94,6 @@ def call_factory(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, M
 
 def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedModel:
     """Turn a model reference into a :class:`LoadedModel`; raise ModelLoadError with a fix if it cannot."""
-    from edgemm.models.weights import load_weights
-
     text = str(ref)
     path = Path(text)
     if text.endswith(".onnx"):
@@ -89,7 +103,7 @@ def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedM
     if path.is_dir():
         loaded = _load_run_dir(path)
     elif text in ZOO:
-        entry = ZOO[text]
+        entry = ZOO.get(text)
         module, spec = call_factory(entry.factory, entry.kwargs)
         loaded = LoadedModel(spec, text, "zoo", module, entry.factory, dict(entry.kwargs))
     elif ":" in text and not path.exists():
@@ -97,7 +111,7 @@ def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedM
         loaded = LoadedModel(spec, text, "factory", module, text)
     else:
         raise ModelLoadError(f"unknown model {text!r}: not a zoo name, module:factory, run directory or .onnx file",
-                             f"zoo names: {', '.join(sorted(ZOO))}")
+                             f"zoo names: {', '.join(ZOO.names())}")
     if weights:
         load_weights(loaded.module, weights)
         loaded.weights = Path(weights)
@@ -115,9 +129,6 @@ def _model_dir(path: Path) -> Path:
 
 def _load_run_dir(path: Path) -> LoadedModel:
     """Rebuild with the recorded factory, replay recorded layer shapes (pruning), load tensors."""
-    from edgemm.models.structure import replay_structure
-    from edgemm.models.weights import load_weights, read_state_dict
-
     model_dir = _model_dir(path)
     try:
         meta = json.loads((model_dir / MODEL_JSON).read_text())
@@ -136,10 +147,6 @@ def _load_run_dir(path: Path) -> LoadedModel:
 
 def save_model(loaded: LoadedModel, directory: str | Path) -> list[str]:
     """Write ``model.json`` + ``model.safetensors``; return the file names written."""
-    from edgemm.artifacts import write_json
-    from edgemm.models.structure import record_structure
-    from edgemm.models.weights import save_weights
-
     if loaded.module is None or loaded.factory is None:
         raise ModelLoadError(f"{loaded.source} has no factory to record", "save PyTorch models built by a factory")
     directory = Path(directory)
@@ -155,8 +162,6 @@ SPEC_METADATA_KEY = "edgemm.spec"
 
 
 def _load_onnx(path: Path) -> LoadedModel:
-    import onnx
-
     if not path.is_file():
         raise ModelLoadError(f"ONNX file {path} does not exist", "check the path")
     try:
@@ -173,8 +178,6 @@ _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8",
 
 def spec_from_onnx(proto: Any, name: str) -> ModelSpec:
     """Infer a generic spec for an ONNX file edgemm did not write (modality 'tensor', no task)."""
-    from edgemm.spec import AxisRange, InputSpec, OutputSpec, TaskSpec
-
     def dims(value_info: Any) -> tuple[int | str, ...]:
         out = []
         for i, d in enumerate(value_info.type.tensor_type.shape.dim):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
 from edgemm.errors import ModelLoadError
+from edgemm.lazy import lazy_import
+
+torch = lazy_import("torch")
 
 # Attributes that define a layer's shape in torch.nn (and `num_heads` for attention modules).
 SHAPE_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features", "normalized_shape",
                "num_embeddings", "embedding_dim", "groups", "num_heads")
 
 
-def record_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
+def record_structure(model: "torch.nn.Module") -> dict[str, dict[str, Any]]:
     record = {}
     for name, module in model.named_modules():
         attrs = {a: getattr(module, a) for a in SHAPE_ATTRS if isinstance(getattr(module, a, None), (int, tuple))}
@@ -23,7 +23,7 @@ def record_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     return record
 
 
-def replay_structure(model: nn.Module, record: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:
+def replay_structure(model: "torch.nn.Module", record: dict[str, dict[str, Any]], state: dict[str, "torch.Tensor"]) -> None:
     """Set recorded attributes and resize parameters/buffers to the saved tensors' shapes."""
     modules = dict(model.named_modules())
     for name, attrs in record.items():
@@ -38,5 +38,5 @@ def replay_structure(model: nn.Module, record: dict[str, dict[str, Any]], state:
         current = getattr(owner, leaf, None) if owner is not None else None
         if isinstance(current, torch.Tensor) and current.shape != tensor.shape:
             resized = torch.empty_like(tensor)
-            setattr(owner, leaf, nn.Parameter(resized, current.requires_grad) if isinstance(current, nn.Parameter)
+            setattr(owner, leaf, torch.nn.Parameter(resized, current.requires_grad) if isinstance(current, torch.nn.Parameter)
                     else resized)

@@ -4,24 +4,24 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import torch
-from torch import nn
-
+from edgemm.artifacts import atomic_path
 from edgemm.errors import ModelLoadError
+from edgemm.lazy import lazy_import
+
+torch = lazy_import("torch")
+safetensors_torch = lazy_import("safetensors.torch")
 
 PICKLE_HINT = ("re-save only the tensors: `safetensors.torch.save_file(model.state_dict(), 'model.safetensors')` "
                "or `torch.save(model.state_dict(), 'model.pt')`")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"weights file {path} does not exist", "check the path")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path))
+            return safetensors_torch.load_file(str(path))
         except Exception as err:  # safetensors raises its own SafetensorError / OSError
             raise ModelLoadError(f"{path} is not a readable safetensors file ({err})",
                                  "the file is corrupt or truncated: re-export it") from None
@@ -41,7 +41,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(module: nn.Module, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+def load_weights(module: "torch.nn.Module", path: str | Path, state: dict[str, "torch.Tensor"] | None = None) -> None:
     """Load a state dict strictly; name missing, unexpected and mis-shaped keys."""
     state = read_state_dict(path) if state is None else state
     own = module.state_dict()
@@ -57,11 +57,7 @@ def load_weights(module: nn.Module, path: str | Path, state: dict[str, torch.Ten
     module.load_state_dict(state)
 
 
-def save_weights(module: nn.Module, path: str | Path) -> Path:
-    from safetensors.torch import save_file
-
-    from edgemm.artifacts import atomic_path
-
+def save_weights(module: "torch.nn.Module", path: str | Path) -> Path:
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+        safetensors_torch.save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
     return Path(path)

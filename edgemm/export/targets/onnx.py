@@ -1,30 +1,52 @@
-"""PyTorch -> ONNX with the dynamo exporter, dynamic axes from the spec, onnxslim, and validation."""
+"""The ``onnx`` target: PyTorch -> ONNX with the dynamo exporter, dynamic axes from the contract,
+onnxslim, and validation against PyTorch. Every other target starts from its output."""
 from __future__ import annotations
 
 import inspect
+import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field
 
 from edgemm.artifacts import atomic_path, sha256_file, write_json, write_manifest
+from edgemm.config import Strict
 from edgemm.errors import EdgemmError, ModelLoadError, ValidationFailed
-from edgemm.export.profiles import ExportProfile, ValidationSettings
-from edgemm.export.validate import ValidationReport, compare
+from edgemm.export.profiles import ExportProfile
+from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
+from edgemm.export.validate import validate
+from edgemm.lazy import lazy_import
 from edgemm.models.registry import SPEC_METADATA_KEY, LoadedModel
 from edgemm.spec import ModelSpec
+
+torch = lazy_import("torch")
+onnx = lazy_import("onnx")
+onnxslim = lazy_import("onnxslim")
 
 ONNX_FILE = "model.onnx"
 REJECTED_FILE = "model.rejected.onnx"
 VALIDATION_FILE = "validation.json"
 
 
-@dataclass
-class ExportResult:
-    onnx_path: Path
-    validation: ValidationReport
-    nodes_exported: int
-    nodes_simplified: int
-    seconds: float
+class OnnxSettings(Strict):
+    """The ``onnx:`` section of an export profile."""
+
+    opset: int = Field(18, ge=13, description="ONNX opset for the dynamo exporter")
+    simplify: bool = Field(True, description="run onnxslim after export")
+
+
+@EXPORT_TARGETS.register
+class OnnxTarget(ExportTarget):
+    name = "onnx"
+    description = "ONNX (dynamo exporter, every named axis dynamic, onnxslim), validated against PyTorch"
+    config = OnnxSettings
+    produces = "onnx"
+    requires = ("onnx", "onnxscript", "onnxruntime")
+    supports = ("fp32",)
+
+    def export(self, model: LoadedModel, out_dir: Path, profile: ExportProfile) -> ExportResult:
+        return export_onnx(model, out_dir, profile)
 
 
 def export_sizes(spec: ModelSpec) -> dict[str, int]:
@@ -32,10 +54,8 @@ def export_sizes(spec: ModelSpec) -> dict[str, int]:
     return {name: min(rng.max, max(2, rng.opt if name != "batch" else 2)) for name, rng in spec.axes.items()}
 
 
-def dynamic_shapes(spec: ModelSpec, module) -> tuple:
+def dynamic_shapes(spec: ModelSpec, module: Any) -> tuple:
     """One ``torch.export.Dim`` per axis *name*, shared by every input that uses it."""
-    import torch
-
     dims = {name: torch.export.Dim(name, min=rng.min, max=rng.max) for name, rng in spec.axes.items()}
     per_input = tuple({i: dims[a] for i, a in inp.dynamic_axes.items()} or None for inp in spec.inputs)
     if isinstance(module, torch.fx.GraphModule):  # traced graphs (INC's) keep a flat input signature
@@ -45,15 +65,10 @@ def dynamic_shapes(spec: ModelSpec, module) -> tuple:
     return (per_input,) if any(p.kind is p.VAR_POSITIONAL for p in params) else per_input
 
 
-def to_onnx_proto(model: LoadedModel, opset: int, module=None):
+def to_onnx_proto(model: LoadedModel, opset: int, module: Any = None) -> Any:
     """Export ``module`` (default: the model's own) with the spec's names and dynamic axes."""
-    import logging
-
-    import torch
-
     # The exporter logs one warning per torchvision op it cannot register; not the user's concern.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-
     if model.module is None:
         raise ModelLoadError(f"{model.source} is already ONNX", "export a PyTorch model (zoo name, module:factory, run dir)")
     example = model.spec.example_inputs(export_sizes(model.spec), seed=0)
@@ -72,6 +87,14 @@ def to_onnx_proto(model: LoadedModel, opset: int, module=None):
     return program.model_proto
 
 
+def save_onnx(proto: Any, spec: ModelSpec, target: Path, **metadata: str) -> Path:
+    """Write an ONNX graph atomically, stamped with the contract so it loads like any edgemm ONNX file."""
+    onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: spec.to_json(), **metadata})
+    with atomic_path(target) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return target
+
+
 def export_onnx(model: LoadedModel, out_dir: str | Path, profile: ExportProfile) -> ExportResult:
     """Export, simplify, validate; write ``model.onnx`` + ``validation.json`` + ``manifest.json``.
 
@@ -79,18 +102,15 @@ def export_onnx(model: LoadedModel, out_dir: str | Path, profile: ExportProfile)
     inspection, no ``model.onnx`` or manifest is left behind, and
     :class:`ValidationFailed` is raised.
     """
-    import onnx
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("manifest.json", ONNX_FILE, REJECTED_FILE):
         (out_dir / stale).unlink(missing_ok=True)
-    proto = to_onnx_proto(model, profile.onnx.opset)
+    settings: OnnxSettings = profile.section("onnx")
+    proto = to_onnx_proto(model, settings.opset)
     nodes_exported = len(proto.graph.node)
-    if profile.onnx.simplify:
-        import onnxslim
-
+    if settings.simplify:
         proto = onnxslim.slim(proto)
     onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: model.spec.to_json(), "edgemm.source": model.source,
                                         "edgemm.profile": profile.name})
@@ -103,24 +123,15 @@ def export_onnx(model: LoadedModel, out_dir: str | Path, profile: ExportProfile)
             raise ValidationFailed(f"exported ONNX disagrees with PyTorch: {report.failure_text()}",
                                    f"inspect {out_dir / REJECTED_FILE} and {out_dir / VALIDATION_FILE}; "
                                    "loosen the profile's validation tolerances only if the drift is expected")
-    result = ExportResult(out_dir / ONNX_FILE, report, nodes_exported, len(proto.graph.node),
-                          time.perf_counter() - start)
+    details = {"nodes_exported": nodes_exported, "nodes_simplified": len(proto.graph.node)}
+    result = ExportResult(out_dir / ONNX_FILE, report, time.perf_counter() - start, details)
     write_manifest(out_dir, kind="export", inputs=_input_hashes(model),
-                   config={"target": "onnx", "profile": profile.model_dump(mode="json"), "source": model.source},
-                   metrics={"validation_passed": True, "nodes_exported": nodes_exported,
-                            "nodes_simplified": result.nodes_simplified, "seconds": round(result.seconds, 2),
+                   config={"target": "onnx", "profile": profile.model_dump(mode="json", by_alias=True),
+                           "source": model.source},
+                   metrics={"validation_passed": True, **details, "seconds": round(result.seconds, 2),
                             "checks": [c.__dict__ for c in report.checks]},
                    artifacts=[ONNX_FILE, VALIDATION_FILE], extra={"spec": model.spec.model_dump(mode="json")})
     return result
-
-
-def validate(reference: LoadedModel, candidate: LoadedModel, settings: ValidationSettings,
-             threads: int | None = None) -> ValidationReport:
-    """Run both on the same inputs; the report says which output fails and by how much."""
-    from edgemm.bench.backends import default_backend, get_backend
-
-    sessions = [get_backend(default_backend(m)).load(m, threads) for m in (reference, candidate)]
-    return compare(reference.spec, sessions[0], sessions[1], settings)
 
 
 def _input_hashes(model: LoadedModel) -> dict[str, str]:

@@ -1,43 +1,83 @@
-"""Knowledge distillation: the pruned student learns from the unpruned teacher.
+"""The ``distill`` stage: the pruned student learns from the unpruned teacher.
 
 Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * task loss
        + feature_weight * MSE(student tower embeddings, teacher tower embeddings).
 
-Runs unchanged under ``torchrun`` (see ``python -m edgemm.compress.distill``).
+Resumable: an interrupted ``edgemm compress`` continues from the last epoch's checkpoint.
+Runs unchanged under ``torchrun`` (see ``python -m edgemm.compress.stages.distill``).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
+from typing import Literal
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from pydantic import Field
 
-from edgemm.compress.recipe import DistillStage
-from edgemm.models.registry import LoadedModel
+from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
+from edgemm.data.datasets import load_split
+from edgemm.lazy import lazy_import
+from edgemm.models.registry import LoadedModel, resolve_model, save_model
 from edgemm.train import LossFn, TrainConfig, TrainResult, fit
 
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+CHECKPOINT = "checkpoint"
 
-def _tower_outputs(model: nn.Module, store: dict[str, torch.Tensor]) -> list:
+
+class DistillConfig(StageConfig):
+    stage: Literal["distill"]
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the KL term; 1 - alpha for the task loss")
+    feature_weight: float = Field(0.0, ge=0, description="MSE between teacher and student tower embeddings")
+    patience: int = Field(3, ge=1, description="early stopping: epochs without validation gain")
+    max_steps: int | None = Field(None, ge=1)
+
+
+@STAGES.register
+class DistillStage(Stage):
+    name = "distill"
+    description = "knowledge distillation from the input model (KL + task + tower-embedding MSE), resumable, DDP-ready"
+    config = DistillConfig
+    consumes = produces = "torch"
+    requires = ("torch",)
+    resumable = True  # the checkpoint folder survives an interrupted run
+
+    def run(self, config: DistillConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
+        student = artifact.load()
+        progress = (lambda d, t, _m: ctx.progress("distill", d, t)) if ctx.progress else None
+        result = distill(student, ctx.teacher, config, ctx.dataset, ctx.stage_dir / CHECKPOINT, progress)
+        save_model(student, ctx.stage_dir)
+        shutil.rmtree(ctx.stage_dir / CHECKPOINT, ignore_errors=True)  # scratch: the finished stage has its model
+        return Artifact("torch", ctx.stage_dir), {
+            "best_val_accuracy": result.best_val_accuracy, "epochs": result.epochs_run,
+            "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
+            "history": result.history}
+
+
+def _tower_outputs(model: "torch.nn.Module", store: dict[str, "torch.Tensor"]) -> list:
     """Hooks that capture each tower's embedding (fusion models with a ``towers`` ModuleDict)."""
     towers = getattr(model, "towers", None)
-    if not isinstance(towers, nn.ModuleDict):
+    if not isinstance(towers, torch.nn.ModuleDict):
         return []
     return [tower.register_forward_hook(lambda _m, _i, out, key=name: store.__setitem__(key, out))
             for name, tower in towers.items()]
 
 
-def distillation_loss(teacher: nn.Module, config: DistillStage) -> LossFn:
+def distillation_loss(teacher: "torch.nn.Module", config: DistillConfig) -> LossFn:
     teacher.eval()
     t = config.temperature
-    student_feats: dict[str, torch.Tensor] = {}
-    teacher_feats: dict[str, torch.Tensor] = {}
+    student_feats: dict[str, "torch.Tensor"] = {}
+    teacher_feats: dict[str, "torch.Tensor"] = {}
     hooks_ready: dict[int, bool] = {}
 
-    def loss(student: nn.Module, inputs: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        inner = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
+    def loss(student: "torch.nn.Module", inputs: list["torch.Tensor"], labels: "torch.Tensor") -> "torch.Tensor":
+        inner = student.module if isinstance(student, torch.nn.parallel.DistributedDataParallel) else student
         if config.feature_weight and id(inner) not in hooks_ready:
             hooks_ready[id(inner)] = bool(_tower_outputs(inner, student_feats) and _tower_outputs(teacher, teacher_feats))
         with torch.no_grad():
@@ -53,10 +93,8 @@ def distillation_loss(teacher: nn.Module, config: DistillStage) -> LossFn:
     return loss
 
 
-def distill(student: LoadedModel, teacher: LoadedModel, config: DistillStage, data: str | None = None,
+def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, data: str | None = None,
             checkpoint_dir: Path | None = None, progress=None) -> TrainResult:
-    from edgemm.data.datasets import load_split
-
     spec = student.spec
     dataset = data or spec.dataset
     train = load_split(dataset, "train").for_inputs(spec.input_names)
@@ -76,14 +114,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=None)
     args = parser.parse_args()
-    from edgemm.models.registry import resolve_model, save_model
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         torch.distributed.init_process_group("gloo")
     teacher, student = resolve_model(args.teacher), resolve_model(args.student)
-    config = DistillStage(stage="distill", epochs=args.epochs, max_steps=args.max_steps)
-    result = distill(student, teacher, config, checkpoint_dir=args.out / "checkpoint")
+    config = DistillConfig(stage="distill", epochs=args.epochs, max_steps=args.max_steps)
+    result = distill(student, teacher, config, checkpoint_dir=args.out / CHECKPOINT)
     rank = torch.distributed.get_rank() if world > 1 else 0
     if rank == 0:
         save_model(student, args.out)

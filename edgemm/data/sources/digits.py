@@ -21,8 +21,12 @@ import numpy as np
 
 from edgemm.data import preprocess as pp
 from edgemm.data import text_hints
-from edgemm.data.datasets import Split, register_dataset
+from edgemm.data.datasets import DATASETS, DataSource, Split
+from edgemm.data.generate import mulaw_decode
 from edgemm.errors import ConfigError
+from edgemm.lazy import lazy_import
+
+sklearn_datasets = lazy_import("sklearn.datasets", "pip install scikit-learn")
 
 NAME = "edgemm-digits"
 SPLITS = ("train", "val", "test", "ood")
@@ -31,14 +35,12 @@ P_MISSING = 0.25
 AUDIO_SECONDS = 1.0
 TIME_FRAMES = 100
 TEXT_LEN = 8
-ASSET = Path(__file__).parent / "assets" / "spoken_digits.npz"
+ASSET = Path(__file__).parent.parent / "assets" / "spoken_digits.npz"
 TOKENIZER = pp.WordTokenizer(text_hints.vocabulary())
 
 
 @lru_cache(maxsize=1)
 def _clips() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    from edgemm.data.generate import mulaw_decode
-
     if not ASSET.is_file():
         raise ConfigError(f"demo audio {ASSET} is missing",
                           "reinstall edgemm, or regenerate it with `python -m edgemm.data.generate`")
@@ -59,9 +61,7 @@ def _audio_pool(split: str) -> np.ndarray:
 
 
 def _image_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = sklearn_datasets.load_digits()
     order = np.random.default_rng(2).permutation(len(digits.target))
     n = len(order)
     cut = {"train": order[: int(0.6 * n)], "val": order[int(0.6 * n): int(0.7 * n)]}
@@ -90,7 +90,6 @@ def _noisy_audio(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return wave
 
 
-@register_dataset(NAME, SPLITS)
 @lru_cache(maxsize=len(SPLITS))
 def load(split: str) -> Split:
     """Build a split deterministically (seeded per split) from the shipped sources."""
@@ -134,3 +133,18 @@ PREPROCESSORS = {
     "audio": lambda raw: pp.log_mel(raw, TIME_FRAMES)[None],
     "text": lambda raw: TOKENIZER.encode(raw, TEXT_LEN)[None],
 }
+
+
+@DATASETS.register
+class Digits(DataSource):
+    name = NAME
+    description = "a digit seen (handwriting), heard (synthetic voices) and described (vague text hints)"
+    splits = SPLITS
+    supports = ("image", "audio", "text", "raw-samples")
+    preprocessors = PREPROCESSORS
+
+    def load(self, split: str, ref: str) -> Split:
+        return load(split)
+
+    def raw_sample(self, split: str = "test", index: int = 0) -> dict[str, object]:
+        return raw_sample(split, index)

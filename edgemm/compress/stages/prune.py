@@ -1,17 +1,51 @@
-"""Structured, dependency-aware pruning with torch-pruning (channels, MLP widths, attention heads)."""
+"""The ``prune`` stage: structured, dependency-aware pruning with torch-pruning (channels, MLP widths,
+attention heads). The pruned model is saved as factory + recorded layer shapes + safetensors and
+rebuilt by replaying the shapes (ModelOpt-style), never pickled."""
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
-from torch import nn
+from pydantic import Field
 
-from edgemm.compress.recipe import PruneStage
+from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.errors import ConfigError
-from edgemm.models.registry import LoadedModel
-from edgemm.train import to_tensors
+from edgemm.lazy import lazy_import
+from edgemm.models.registry import LoadedModel, save_model
+from edgemm.runtime.convert import to_tensors
+
+torch = lazy_import("torch")
+tp = lazy_import("torch_pruning")
 
 
-def _tower_module(model: nn.Module, key: str) -> nn.Module:
+class PruneConfig(StageConfig):
+    stage: Literal["prune"]
+    ratio: float = Field(0.5, ge=0, lt=1, description="default channel ratio removed")
+    towers: dict[str, float] = Field(default_factory=dict, description="per-tower ratio: input name or module path")
+    importance: Literal["l2", "l1", "random"] = "l2"
+    global_pruning: bool = False
+    prune_heads: bool = True
+    head_ratio: float = Field(0.5, ge=0, lt=1)
+    ignore: list[str] = Field(default_factory=list, description="module paths (prefixes) left untouched")
+    round_to: int | None = Field(None, ge=1, description="default: the target profile's pruning.round_to")
+
+
+@STAGES.register
+class PruneStage(Stage):
+    name = "prune"
+    description = "structured channel + attention-head pruning (torch-pruning), per-tower ratios"
+    config = PruneConfig
+    consumes = produces = "torch"
+    requires = ("torch_pruning",)
+
+    def run(self, config: PruneConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
+        model = artifact.load()
+        metrics = prune(model, config, config.round_to or ctx.profile.pruning.round_to)
+        save_model(model, ctx.stage_dir)
+        return Artifact("torch", ctx.stage_dir), metrics
+
+
+def _tower_module(model: "torch.nn.Module", key: str) -> "torch.nn.Module":
     """A recipe's tower key: an input name (``towers.<name>`` in fusion models) or a module path."""
     modules = dict(model.named_modules())
     for path in (f"towers.{key}", key):
@@ -21,18 +55,18 @@ def _tower_module(model: nn.Module, key: str) -> nn.Module:
                       f"use an input name or one of the module paths, e.g. {list(modules)[1:6]}")
 
 
-def _attention_heads(model: nn.Module) -> dict[nn.Linear, int]:
+def _attention_heads(model: "torch.nn.Module") -> dict["torch.nn.Linear", int]:
     """Attention modules that expose ``num_heads`` and a fused ``qkv`` Linear (timm/edgemm style)."""
     return {m.qkv: m.num_heads for m in model.modules()
-            if isinstance(getattr(m, "num_heads", None), int) and isinstance(getattr(m, "qkv", None), nn.Linear)}
+            if isinstance(getattr(m, "num_heads", None), int) and isinstance(getattr(m, "qkv", None), torch.nn.Linear)}
 
 
-def _ignored(model: nn.Module, config: PruneStage) -> list[nn.Module]:
+def _ignored(model: "torch.nn.Module", config: PruneConfig) -> list["torch.nn.Module"]:
     """Layers whose outputs keep their width: the classifier, embeddings, each tower's output projection."""
     modules = dict(model.named_modules())
-    linears = [m for m in modules.values() if isinstance(m, nn.Linear)]
+    linears = [m for m in modules.values() if isinstance(m, torch.nn.Linear)]
     ignored = [linears[-1]] if linears else []  # the task head's last layer fixes the class count
-    ignored += [m for m in modules.values() if isinstance(m, nn.Embedding)]
+    ignored += [m for m in modules.values() if isinstance(m, torch.nn.Embedding)]
     # Tower embeddings keep their width: fusion and feature distillation rely on it.
     ignored += [m for name, m in modules.items() if name.startswith("towers.") and name.endswith(".proj")]
     for prefix in config.ignore:
@@ -43,10 +77,8 @@ def _ignored(model: nn.Module, config: PruneStage) -> list[nn.Module]:
     return ignored
 
 
-def prune(model: LoadedModel, config: PruneStage, round_to: int | None) -> dict:
+def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict:
     """Prune ``model.module`` in place; return parameter counts and heads before/after."""
-    import torch_pruning as tp
-
     module, spec = model.module, model.spec
     example = tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
     heads = _attention_heads(module)

@@ -1,0 +1,1 @@
+"""Compression: recipes of registered stages (``stages/``) and quantizers (``quantizers/``) under gates."""

@@ -1,0 +1,43 @@
+"""A recipe's gates: the budgets the compressed model must meet against the input model, and the check."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from edgemm.bench.schema import BenchReport
+from edgemm.config import Strict
+
+
+class Gates(Strict):
+    """Budgets the final model must meet, measured against the input model."""
+
+    split: str = Field("val", description="split the gates are measured on (test stays for reporting)")
+    max_accuracy_drop: float | None = Field(1.0, ge=0, description="absolute, in accuracy points (0-100)")
+    max_relative_drop: float | None = Field(None, ge=0, le=1, description="fraction of the reference accuracy")
+    min_speedup: float | None = Field(None, gt=0, description="batch-1 latency of ORT fp32 / compressed (ORT)")
+
+    def allowed_drop(self, reference: float) -> float:
+        """Allowed accuracy drop as a fraction (0-1); the tighter of the two budgets."""
+        limits = [x for x in (None if self.max_accuracy_drop is None else self.max_accuracy_drop / 100,
+                              None if self.max_relative_drop is None else self.max_relative_drop * reference)
+                  if x is not None]
+        return min(limits) if limits else 1.0
+
+
+def check_gates(g: Gates, reference: float, final: float, report: BenchReport, torch_id: str, ort_id: str,
+                final_id: str) -> dict[str, Any]:
+    """Accuracy drop against the input model and batch-1 speed-up against its ORT fp32 export (rows by id)."""
+    allowed = g.allowed_drop(reference)
+    batch = min(report.settings.batch_sizes)
+    torch_b1, ort_b1, final_b1 = (report.result(i).at(batch).p50_ms for i in (torch_id, ort_id, final_id))
+    speedup = ort_b1 / final_b1
+    failures = []
+    if reference - final > allowed + 1e-9:
+        failures.append(f"{g.split} accuracy dropped {100 * (reference - final):.2f} points "
+                        f"(allowed {100 * allowed:.2f})")
+    if g.min_speedup and speedup < g.min_speedup:
+        failures.append(f"batch-{batch} speed-up over ORT fp32 is {speedup:.2f}x (required {g.min_speedup}x)")
+    return {"passed": not failures, "failures": failures, "split": g.split, "reference_accuracy": reference,
+            "final_accuracy": final, "allowed_drop": allowed, "speedup_vs_ort_fp32": speedup,
+            "speedup_vs_torch_eager": torch_b1 / final_b1, "batch_size": batch}

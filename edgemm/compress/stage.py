@@ -1,0 +1,102 @@
+"""What every compression stage shares: the artifact handed between stages, the run's context,
+the stage interface and its registry (one module per stage in ``compress/stages/``)."""
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pydantic import Field
+
+from edgemm.artifacts import sha256_file
+from edgemm.compress.gates import Gates
+from edgemm.config import Strict
+from edgemm.data.datasets import Split, load_split
+from edgemm.export.profiles import ExportProfile
+from edgemm.models.registry import MODEL_JSON, WEIGHTS, LoadedModel, resolve_model
+from edgemm.registry import Component, Registry
+from edgemm.runtime import Session, accuracy, load_session
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Artifact:
+    """What one stage hands the next: a PyTorch model directory ("torch") or an ONNX file ("onnx")."""
+
+    kind: str
+    path: Path
+
+    def sha256(self) -> str:
+        if self.kind == "onnx":
+            return sha256_file(self.path)
+        return hashlib.sha256((sha256_file(self.path / WEIGHTS) + sha256_file(self.path / MODEL_JSON)).encode()).hexdigest()
+
+    def load(self) -> LoadedModel:
+        return resolve_model(str(self.path))
+
+
+@dataclass
+class Context:
+    """The run a stage belongs to: the recipe's gates, target profile, teacher, data and where to write."""
+
+    gates: Gates
+    profile: ExportProfile
+    teacher: LoadedModel
+    dataset: str
+    out_dir: Path
+    threads: int | None
+    log: Log
+    progress: Callable | None = None
+    reference_accuracy: float = 0.0
+    stage_dir: Path = field(default_factory=Path)
+
+    def split(self, name: str | None = None) -> Split:
+        """A split of the run's dataset (default: the one the gates read)."""
+        return load_split(self.dataset, name or self.gates.split)
+
+    def session_accuracy(self, session: Session, split: str | None = None) -> float:
+        return accuracy(session, self.split(split))
+
+    def accuracy(self, artifact: Artifact, split: str | None = None) -> float:
+        """Accuracy of an artifact on its default backend: the figure every gate reads."""
+        return self.session_accuracy(load_session(artifact.load(), threads=self.threads), split)
+
+    def allowed_drop(self, stage_limit: float | None) -> float:
+        """The recipe's accuracy budget (a fraction), tightened by a stage's own ``max_accuracy_drop``."""
+        budget = self.gates.allowed_drop(self.reference_accuracy)
+        return budget if stage_limit is None else min(budget, stage_limit / 100)
+
+
+class StageConfig(Strict):
+    """Keys every stage takes; a stage's own config class adds its keys and ``stage: Literal[name]``."""
+
+    stage: str
+    max_accuracy_drop: float | None = Field(None, ge=0, description="optional per-stage gate, in accuracy points")
+
+
+class Stage(Component):
+    """One compression step: reads an artifact of kind ``consumes``, writes one of kind ``produces``."""
+
+    config: ClassVar[type[StageConfig]]
+    in_recipes: ClassVar[bool] = True  # False: inserted by the planner (the ONNX export), not written in recipes
+    resumable: ClassVar[bool] = False  # True: an interrupted run keeps its folder (checkpoints) for the next try
+
+    def config_type(self) -> Any:
+        """The type a recipe entry is validated against (a union when the stage has backends)."""
+        return self.config
+
+    def consumes_for(self, config: StageConfig | None) -> str:
+        return self.consumes
+
+    def produces_for(self, config: StageConfig | None) -> str:
+        return self.produces
+
+    @abstractmethod
+    def run(self, config: StageConfig | None, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
+        """Write the output artifact into ``ctx.stage_dir``; return it and the stage's metrics."""
+
+
+STAGES: Registry[Stage] = Registry("stage", "edgemm.compress.stages", entry_points="edgemm.stages")

@@ -1,0 +1,44 @@
+"""The one way edgemm scores a model: task outputs of a session over a split, accuracy, fidelity.
+
+Used by export validation, compression gates (INC's tuning included), training's
+early stopping, ``predict`` and ``bench``: a figure means the same thing everywhere.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgemm import metrics
+from edgemm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgemm.data.datasets import Split
+    from edgemm.runtime.session import Session
+
+EVAL_BATCH = 64
+
+
+def task_outputs(session: "Session", data: "Split", batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """The task output (``spec.task.output``) of ``session`` over every sample of ``data``, streamed in batches."""
+    spec = session.spec
+    data = data.for_inputs(spec.input_names)
+    if len(data) == 0:
+        raise ConfigError(f"split {data.name!r} is empty", "evaluate on a split with samples")
+    return np.concatenate([session.run(inputs)[spec.task.output] for inputs, _ in data.batches(batch_size)])
+
+
+def accuracy(session: "Session", data: "Split", batch_size: int = EVAL_BATCH) -> float:
+    """Top-1 accuracy of a classifier session on a labelled split."""
+    if session.spec.task.kind != "classification":
+        raise ConfigError(f"model {session.spec.name!r} is a {session.spec.task.kind} model: it has no accuracy",
+                          "score it by fidelity to a reference instead")
+    return metrics.accuracy(task_outputs(session, data, batch_size), data.labels)
+
+
+def fidelity(reference: np.ndarray, candidate: np.ndarray, classification: bool = True) -> dict[str, float]:
+    """How closely a candidate's outputs follow a reference's on the same inputs."""
+    result = {"cosine": metrics.mean_cosine(reference, candidate)}
+    if classification:
+        result["top1_agreement"] = metrics.top1_agreement(reference, candidate)
+    return result

@@ -1,0 +1,96 @@
+"""Sessions and the backends that open them.
+
+A :class:`Backend` is a registered component: it names the artifact kind it runs
+(``consumes``), its options class, what it supports and what it needs. ``load`` turns a
+:class:`~edgemm.models.registry.LoadedModel` into a :class:`Session`, whose ``run`` takes
+and returns numpy arrays keyed by the contract's names — the call the latency loop times.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+
+import numpy as np
+from pydantic import BaseModel
+
+from edgemm.config import Strict, validate_as
+from edgemm.errors import ConfigError
+from edgemm.registry import Component, Registry
+
+if TYPE_CHECKING:
+    from edgemm.models.registry import LoadedModel
+    from edgemm.spec import ModelSpec
+
+
+class DeviceStats(TypedDict, total=False):
+    """What a device-side session measured over one block of timed calls."""
+
+    device_ms: list[float]  # per call, device time only (CUDA events)
+    peak_memory_mb: float  # device memory high-water mark during the block
+
+
+class Session(ABC):
+    """A loaded model ready to run on one device; it owns its copy of the model there."""
+
+    backend: str
+    spec: "ModelSpec"
+    device: str = "cpu"
+    artifact_bytes: int | None = None
+
+    @abstractmethod
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def start_timing(self) -> None:
+        """Called after warm-up, right before a block of timed calls: device timers and
+        peak-memory counters start here, so warm-up and accuracy passes never count."""
+
+    def stop_timing(self) -> DeviceStats:
+        """Called right after the timed block; CPU sessions have nothing to add."""
+        return {}
+
+
+class NoOptions(Strict):
+    """A backend without options of its own."""
+
+
+class Backend(Component):
+    """Opens sessions for one kind of artifact (``consumes``: "torch" or "onnx")."""
+
+    config: ClassVar[type[BaseModel]] = NoOptions
+
+    def accepts(self, model: "LoadedModel") -> bool:
+        return model.artifact_kind == self.consumes
+
+    @abstractmethod
+    def load(self, model: "LoadedModel", threads: int | None = None, options: Any = None) -> Session: ...
+
+    def options(self, given: dict[str, Any] | BaseModel | None) -> BaseModel:
+        """This backend's options, validated by its own config class."""
+        if isinstance(given, self.config):
+            return given
+        return validate_as(self.config, given or {}, f"backend {self.name!r} options",
+                           f"see `edgemm list backends` for {self.name!r}'s options")
+
+
+BACKENDS: Registry[Backend] = Registry("backend", "edgemm.runtime.backends", entry_points="edgemm.backends")
+
+
+def default_backend(model: "LoadedModel") -> str:
+    return "ort-cpu" if model.artifact_kind == "onnx" else "torch"
+
+
+def load_session(model: "LoadedModel", backend: str | None = None, threads: int | None = None,
+                 options: dict[str, Any] | BaseModel | None = None) -> Session:
+    """Open ``model`` on ``backend`` (default: torch for PyTorch models, ONNX Runtime CPU for ONNX)."""
+    entry = BACKENDS.get(backend or default_backend(model))
+    if not entry.accepts(model):
+        runs = [b.name for b in BACKENDS if b.accepts(model)]
+        raise ConfigError(f"backend {entry.name!r} cannot run {model.source} ({model.artifact_kind} model)",
+                          f"backends for it: {', '.join(runs)}; `edgemm export` turns a PyTorch model into ONNX")
+    return entry.load(model, threads, entry.options(options))
+
+
+def file_bytes(*paths: Path | None) -> int | None:
+    sizes = [p.stat().st_size for p in paths if p is not None and p.is_file()]
+    return sum(sizes) if sizes else None
