@@ -26,6 +26,7 @@ torch = lazy_import("torch")
 safetensors_torch = lazy_import("safetensors.torch")
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, message)
+WARMUP_SHARE = 0.3  # one-cycle schedule: the learning rate rises for this share of the steps, then anneals
 LossFn = Callable[[Any, list[Any], Any], Any]  # (model, input tensors, labels) -> loss tensor
 
 
@@ -38,7 +39,7 @@ class TrainConfig:
     label_smoothing: float = 0.05
     seed: int = 0
     max_steps: int | None = None  # caps the run (tests, smoke runs)
-    patience: int | None = None  # early stopping: epochs without validation gain
+    patience: int | None = None  # early stopping: epochs without validation gain, once the LR has annealed
 
 
 @dataclass
@@ -79,7 +80,8 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(
         config.max_steps, config.epochs * steps_per_epoch)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total,
+                                                   pct_start=WARMUP_SHARE)
     state = {"epoch": 0, "step": 0, "best": -1.0, "stale": 0, "history": []}
     best_state = None
     if checkpoint_dir is not None:
@@ -108,7 +110,7 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
         if val_acc > state["best"]:
             state["best"], state["stale"] = val_acc, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
+        elif _settling(state["step"], total, schedule.get_last_lr()[0], config.lr):
             state["stale"] += 1
         if checkpoint_dir is not None and rank == 0:
             _save_checkpoint(checkpoint_dir, model, optimiser, schedule, config, state, best_state)
@@ -122,6 +124,13 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
     model.eval()
     return TrainResult(state["best"], state["epoch"], time.perf_counter() - start, state["history"], resumed,
                        stopped_early)
+
+
+def _settling(step: int, total: int, lr: float, peak_lr: float) -> bool:
+    """Whether a validation dip counts towards early stopping: only once the one-cycle schedule has
+    annealed below half its peak. Before that the high learning rate makes dips expected, and the
+    best epochs come at the end of the anneal (stopping earlier kept an under-trained epoch)."""
+    return step > WARMUP_SHARE * total and lr < 0.5 * peak_lr
 
 
 def train_classifier(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,

@@ -16,3 +16,26 @@ def test_training_beats_chance_and_records_history():
     assert after == result.best_val_accuracy  # best epoch's weights restored
     assert after > max(0.2, before + 0.05)  # chance is 0.1; hints narrow the digit down
 
+
+def _scripted_fit(monkeypatch, val_accuracy: list[float], patience: int):
+    """Train for real, but read validation accuracy from a script (the schedule, not the model, is on trial)."""
+    from edgemm import train
+
+    scripted = iter(val_accuracy)
+    monkeypatch.setattr(train, "evaluate", lambda *_args: next(scripted))
+    model = resolve_model("demo-text-only")
+    data = load_split("edgemm-digits", "train").head(64)  # one step per epoch
+    return train_classifier(model.module, model.spec, data, data,
+                            TrainConfig(epochs=len(val_accuracy), batch_size=64, patience=patience))
+
+
+def test_early_stopping_waits_for_the_learning_rate_to_anneal(monkeypatch):
+    """Bug: patience ran out while the one-cycle learning rate was still high, so distillation stopped
+    before the annealing epochs that give its best accuracy (the default recipe then missed its gate)."""
+    result = _scripted_fit(monkeypatch, [0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.6, 0.7, 0.8, 0.9], patience=3)
+    assert result.epochs_run == 10 and result.best_val_accuracy == 0.9 and not result.stopped_early
+
+
+def test_early_stopping_still_stops_once_annealed(monkeypatch):
+    result = _scripted_fit(monkeypatch, [0.5, 0.6] + [0.6] * 8, patience=2)
+    assert result.stopped_early and result.epochs_run < 10 and result.best_val_accuracy == 0.6
