@@ -75,3 +75,15 @@ def test_threads_are_restored_after_a_session_and_a_bench_run():
     run_bench([FACTORY], batch_sizes=(1,), threads=target, splits=(),
               timing=TimingSettings(warmup=1, min_iterations=2, min_seconds=0, rounds=1))
     assert torch.get_num_threads() == before
+
+
+def test_flop_counting_works_in_a_fresh_process():
+    """Bug: the lazily imported torch did not load torch.utils.flop_counter; the suite's other imports hid it."""
+    import subprocess
+    import sys
+
+    code = ("from edgemm.bench.cost import torch_flops; from edgemm.models.registry import resolve_model; "
+            f"m = resolve_model({FACTORY!r}); print(torch_flops(m.module, m.spec))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert int(done.stdout.split()[-1]) > 0

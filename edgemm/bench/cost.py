@@ -15,6 +15,7 @@ from edgemm.runtime.threads import torch_threads
 from edgemm.spec import ModelSpec
 
 torch = lazy_import("torch")
+flop_counter = lazy_import("torch.utils.flop_counter")  # a submodule `import torch` does not load
 onnx = lazy_import("onnx")
 ort = lazy_import("onnxruntime")
 
@@ -57,7 +58,7 @@ def onnx_flops(path: Path, spec: ModelSpec) -> int | None:
 def torch_flops(module: Any, spec: ModelSpec) -> int | None:
     """FLOPs of one item through a torch module (torch.utils.flop_counter), on the CPU."""
     inputs = to_tensors(spec, spec.example_inputs(spec.sizes("opt", batch=1)))
-    counter = torch.utils.flop_counter.FlopCounterMode(display=False)
+    counter = flop_counter.FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         module(*inputs)
     return int(counter.get_total_flops()) or None
