@@ -144,10 +144,16 @@ def test_compress_gate_failure_exits_4_with_a_report(tmp_path):
     (tmp_path / "fast.yaml").write_text(
         "name: fast\ngates:\n  max_accuracy_drop: 100\n  min_speedup: 1000\n"
         "stages:\n  - stage: quantize\n    calibration_samples: 64\n")
-    result = _run("compress", "demo-text-only", "--recipe", str(tmp_path / "fast.yaml"), "-o", str(tmp_path / "run"))
+    result = _run("compress", "demo-text-only", "--recipe", str(tmp_path / "fast.yaml"), "-o", str(tmp_path / "run"),
+                  "--warmup", "1", "--min-iterations", "5", "--min-seconds", "0", "--rounds", "1")
     assert result.exit_code == 4, result.output
-    assert "missed its gates" in result.output and "required 1000" in result.output
-    assert (tmp_path / "run" / "report.md").is_file() and not (tmp_path / "run" / "final").exists()
+    assert "missed its gates" in result.output and "speed-up over ORT fp32 is" in result.output
+    assert "required 1000" in result.output
+    run = tmp_path / "run"
+    assert not (run / "final").exists() and not (run / "manifest.json").exists()  # nothing looks deployable
+    gates = json.loads((run / "gate_report.json").read_text())["gates"]
+    assert not gates["passed"] and "FAILED" in (run / "report.md").read_text()
+    assert json.loads((run / "report.json").read_text())["settings"]["timing"]["min_iterations"] == 5
 
 
 def test_compress_rejects_a_bad_recipe_key(tmp_path):
