@@ -42,6 +42,9 @@ class LazyModule:
                 module = importlib.import_module(self._name)
             except ModuleNotFoundError as err:
                 raise BackendUnavailable(f"{self._name} is not installed here ({err})", self._install) from None
+            except ImportError as err:  # installed but broken (a missing shared library, a version clash)
+                raise BackendUnavailable(f"{self._name} is installed but fails to import ({str(err)[:300]})",
+                                         f"reinstall it: {self._install}") from None
             object.__setattr__(self, "_module", module)
         return self._module
 

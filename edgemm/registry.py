@@ -44,6 +44,10 @@ class Component:
         install = f"pip install 'edgemm[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
         return f"needs {', '.join(missing)} ({install})"
 
+    def unavailable_fix(self, usable: list[str]) -> str:
+        """What to do when this entry is asked for but unusable; ``usable`` are its usable siblings."""
+        return f"install what it needs, or use one of {', '.join(usable) or 'none'}"
+
     def summary(self) -> dict[str, Any]:
         """What ``edgemm list`` shows."""
         return {"name": self.name, "description": self.description, "consumes": self.consumes,
@@ -58,6 +62,10 @@ def _importable(module: str) -> bool:
         return False
 
 
+def _origin(entry: Any) -> tuple[str, str]:
+    return type(entry).__module__, type(entry).__qualname__
+
+
 C = TypeVar("C", bound=Component)
 
 
@@ -69,6 +77,7 @@ class Registry(Generic[C]):
         self.package = package
         self.entry_point_group = entry_points or f"edgemm.{kind.replace(' ', '_')}s"
         self._entries: dict[str, C] = {}
+        self._broken: dict[str, str] = {}  # entry-point name -> why its plugin did not load
         self._loaded = False
         self._changes = 0
 
@@ -79,7 +88,7 @@ class Registry(Generic[C]):
         if not instance.name:
             raise TypeError(f"{entry!r} declares no name")
         known = self._entries.get(instance.name)
-        if known is not None and type(known) is not type(instance):
+        if known is not None and _origin(known) != _origin(instance):  # a reloaded module may register again
             raise ConfigError(f"two {self.kind}s are called {instance.name!r} "
                               f"({type(known).__module__} and {type(instance).__module__})",
                               "rename one of them")
@@ -101,17 +110,27 @@ class Registry(Generic[C]):
     def _discover(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
-        package = importlib.import_module(self.package)
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{info.name}")
+        self._loaded = True  # first: a module being imported may read this registry
+        try:
+            package = importlib.import_module(self.package)
+            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{self.package}.{info.name}")
+        except BaseException:
+            self._loaded = False  # a built-in that fails to import is a bug in edgemm: let it show
+            raise
         for point in importlib.metadata.entry_points(group=self.entry_point_group):
             try:
                 point.load()  # the plugin module registers itself on import
-            except Exception as err:  # a broken plugin must not take edgemm down, but must be named
-                raise ConfigError(f"{self.kind} plugin {point.value!r} failed to load ({err})",
-                                  f"fix or uninstall the package that declares it ({self.entry_point_group})") from None
+            except Exception as err:  # a broken plugin must not take edgemm down: it is listed, and refused
+                self._broken[point.name] = (f"plugin {point.value!r} failed to load ({type(err).__name__}: "
+                                            f"{str(err)[:200]}); fix or uninstall the package that declares it "
+                                            f"(entry-point group {self.entry_point_group})")
+
+    def broken(self) -> dict[str, str]:
+        """Plugins that failed to load, by entry-point name, with the reason."""
+        self._discover()
+        return dict(self._broken)
 
     # -- lookups --------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -133,11 +152,13 @@ class Registry(Generic[C]):
     def get(self, name: str, usable: bool = True) -> C:
         """The entry called ``name``; unknown or (with ``usable``) unusable ones raise with the fix."""
         entry = self.find(name)
+        if entry is None and name in self._broken:
+            raise BackendUnavailable(f"{self.kind} {name!r} is not usable here: {self._broken[name]}")
         if entry is None:
             raise ConfigError(f"unknown {self.kind} {name!r}", f"choose one of {', '.join(self.names())}")
         reason = entry.unavailable_reason() if usable else None
         if reason:
             usable_ones = [e.name for e in self if not e.unavailable_reason()]
             raise BackendUnavailable(f"{self.kind} {name!r} is not usable here: {reason}",
-                                     f"install what it needs, or use one of {', '.join(usable_ones) or 'none'}")
+                                     entry.unavailable_fix(usable_ones))
         return entry

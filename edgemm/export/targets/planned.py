@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgemm.errors import BackendUnavailable
 from edgemm.export.target import EXPORT_TARGETS, ExportTarget
 
-WHY = "not available in this version of edgemm: export with --target onnx and build the engine from that ONNX file"
+WHY = "not available in this version of edgemm"
 
 
 class PlannedTarget(ExportTarget):
@@ -17,6 +17,9 @@ class PlannedTarget(ExportTarget):
 
     def unavailable_reason(self) -> str | None:
         return WHY
+
+    def unavailable_fix(self, usable: list[str]) -> str:
+        return "use --target onnx; a TensorRT engine is built from that ONNX file (trtexec --onnx=model.onnx)"
 
     def export(self, model, out_dir, profile):
         raise BackendUnavailable(f"export target {self.name!r} is {WHY}")

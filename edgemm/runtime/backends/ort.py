@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from edgemm.config import Strict
-from edgemm.errors import EdgemmError
+from edgemm.errors import BackendUnavailable, EdgemmError
 from edgemm.lazy import lazy_import
 from edgemm.runtime.session import BACKENDS, Backend, Session, file_bytes
 
@@ -55,7 +55,11 @@ class OrtBackend(Backend):
         reason = super().unavailable_reason()
         if reason:
             return reason
-        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        try:
+            available = ort.get_available_providers()
+        except BackendUnavailable as err:  # installed but broken
+            return str(err)
+        missing = [p for p in self.providers if p not in available]
         return f"ONNX Runtime here lacks {missing}" if missing else None
 
     def load(self, model, threads=None, options=None) -> Session:
