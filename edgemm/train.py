@@ -7,6 +7,7 @@ let an interrupted run resume; early stopping watches validation accuracy.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ torch = lazy_import("torch")
 safetensors_torch = lazy_import("safetensors.torch")
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, message)
+CHECKPOINT = "checkpoint.json"  # written last: names the epoch folder that holds a complete checkpoint
 WARMUP_SHARE = 0.3  # one-cycle schedule: the learning rate rises for this share of the steps, then anneals
 LossFn = Callable[[Any, list[Any], Any], Any]  # (model, input tensors, labels) -> loss tensor
 
@@ -82,13 +84,14 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total,
                                                    pct_start=WARMUP_SHARE)
-    state = {"epoch": 0, "step": 0, "best": -1.0, "stale": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "best": -1.0, "stale": 0, "history": [], "stopped_early": False}
     best_state = None
     if checkpoint_dir is not None:
         state, best_state = _resume(checkpoint_dir, model, optimiser, schedule, config, state)
     start, resumed = time.perf_counter(), state["epoch"]
-    stopped_early = False
     for epoch in range(state["epoch"], config.epochs):
+        if state["stopped_early"]:  # resumed after the run had already stopped
+            break
         model.train()
         order = np.random.default_rng(config.seed + epoch).permutation(len(train))
         shuffled = train.take(order)
@@ -112,10 +115,10 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif _settling(state["step"], total, schedule.get_last_lr()[0], config.lr):
             state["stale"] += 1
+        state["stopped_early"] = bool(config.patience and state["stale"] >= config.patience)
         if checkpoint_dir is not None and rank == 0:
             _save_checkpoint(checkpoint_dir, model, optimiser, schedule, config, state, best_state)
-        if config.patience and state["stale"] >= config.patience:
-            stopped_early = True
+        if state["stopped_early"]:
             break
         if state["step"] >= total:
             break
@@ -123,7 +126,7 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(state["best"], state["epoch"], time.perf_counter() - start, state["history"], resumed,
-                       stopped_early)
+                       state["stopped_early"])
 
 
 def _settling(step: int, total: int, lr: float, peak_lr: float) -> bool:
@@ -138,27 +141,39 @@ def train_classifier(model: Any, spec: ModelSpec, train: Split, val: Split, conf
     return fit(model, spec, train, val, config, task_loss(config), progress)
 
 
-# -- checkpoints (tensors via safetensors, optimiser via torch.save of tensors/numbers only) ---------------
+# -- checkpoints: one folder per epoch, named by checkpoint.json once complete ---------------------------
 def _save_checkpoint(folder: Path, model, optimiser, schedule, config: TrainConfig, state: dict, best) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "student.safetensors") as tmp:
+    """Tensors via safetensors, optimiser/schedule/RNG via torch.save of tensors and numbers only.
+
+    Each epoch writes a fresh ``epoch-NNN/`` folder and only then points ``checkpoint.json`` at it,
+    so a crash in the middle leaves the previous checkpoint whole.
+    """
+    files = folder / f"epoch-{state['epoch']:03d}"
+    files.mkdir(parents=True, exist_ok=True)
+    with atomic_path(files / "student.safetensors") as tmp:
         safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    with atomic_path(folder / "best.safetensors") as tmp:
+    with atomic_path(files / "best.safetensors") as tmp:
         safetensors_torch.save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
-    with atomic_path(folder / "optimiser.pt") as tmp:
-        torch.save({"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}, tmp)
-    write_json(folder / "checkpoint.json", {"config": asdict(config), **state})  # last: marks it complete
+    with atomic_path(files / "optimiser.pt") as tmp:
+        torch.save({"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                    "rng": torch.get_rng_state()}, tmp)  # dropout masks continue as if never interrupted
+    write_json(folder / CHECKPOINT, {"config": asdict(config), "files": files.name, **state})
+    for old in folder.glob("epoch-*"):
+        if old != files:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _resume(folder: Path, model, optimiser, schedule, config: TrainConfig, state: dict):
-    meta_path = folder / "checkpoint.json"
+    meta_path = folder / CHECKPOINT
     if not meta_path.is_file():
         return state, None
     meta = json.loads(meta_path.read_text())
     if meta.pop("config") != asdict(config):
         return state, None  # different settings: start clean
-    model.load_state_dict(safetensors_torch.load_file(str(folder / "student.safetensors")))
-    extra = torch.load(folder / "optimiser.pt", weights_only=True)
+    files = folder / meta.pop("files")
+    model.load_state_dict(safetensors_torch.load_file(str(files / "student.safetensors")))
+    extra = torch.load(files / "optimiser.pt", weights_only=True)
     optimiser.load_state_dict(extra["optimiser"])
     schedule.load_state_dict(extra["schedule"])
-    return meta, safetensors_torch.load_file(str(folder / "best.safetensors"))
+    torch.set_rng_state(extra["rng"])
+    return meta, safetensors_torch.load_file(str(files / "best.safetensors"))

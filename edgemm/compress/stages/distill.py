@@ -20,11 +20,11 @@ from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.data.datasets import load_split
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
-from edgemm.train import LossFn, TrainConfig, TrainResult, fit
+from edgemm.train import TrainConfig, TrainResult, fit
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
-CHECKPOINT = "checkpoint"
+CHECKPOINT_DIR = "checkpoint"
 
 
 class DistillConfig(StageConfig):
@@ -48,12 +48,15 @@ class DistillStage(Stage):
     requires = ("torch",)
     resumable = True  # the checkpoint folder survives an interrupted run
 
+    def splits_read(self, config: DistillConfig | None) -> list[str]:
+        return ["train", "val"]
+
     def run(self, config: DistillConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         student = artifact.load()
         progress = (lambda d, t, _m: ctx.progress("distill", d, t)) if ctx.progress else None
-        result = distill(student, ctx.teacher, config, ctx.dataset, ctx.stage_dir / CHECKPOINT, progress)
+        result = distill(student, ctx.teacher, config, ctx.dataset, ctx.stage_dir / CHECKPOINT_DIR, progress)
         save_model(student, ctx.stage_dir)
-        shutil.rmtree(ctx.stage_dir / CHECKPOINT, ignore_errors=True)  # scratch: the finished stage has its model
+        shutil.rmtree(ctx.stage_dir / CHECKPOINT_DIR, ignore_errors=True)  # scratch: the finished stage has its model
         return Artifact("torch", ctx.stage_dir), {
             "best_val_accuracy": result.best_val_accuracy, "epochs": result.epochs_run,
             "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
@@ -69,28 +72,41 @@ def _tower_outputs(model: "torch.nn.Module", store: dict[str, "torch.Tensor"]) -
             for name, tower in towers.items()]
 
 
-def distillation_loss(teacher: "torch.nn.Module", config: DistillConfig) -> LossFn:
-    teacher.eval()
-    t = config.temperature
-    student_feats: dict[str, "torch.Tensor"] = {}
-    teacher_feats: dict[str, "torch.Tensor"] = {}
-    hooks_ready: dict[int, bool] = {}
+class DistillationLoss:
+    """The loss ``fit`` calls; it hooks the towers of teacher and student on first use and unhooks on
+    :meth:`close`, so neither model keeps capturing embeddings after distillation."""
 
-    def loss(student: "torch.nn.Module", inputs: list["torch.Tensor"], labels: "torch.Tensor") -> "torch.Tensor":
+    def __init__(self, teacher: "torch.nn.Module", config: DistillConfig):
+        self.teacher, self.config = teacher.eval(), config
+        self.student_feats: dict[str, "torch.Tensor"] = {}
+        self.teacher_feats: dict[str, "torch.Tensor"] = {}
+        self.hooks: list = []
+        self.hooked: set[int] = set()
+
+    def __call__(self, student: "torch.nn.Module", inputs: list["torch.Tensor"], labels: "torch.Tensor") -> "torch.Tensor":
+        config, t = self.config, self.config.temperature
         inner = student.module if isinstance(student, torch.nn.parallel.DistributedDataParallel) else student
-        if config.feature_weight and id(inner) not in hooks_ready:
-            hooks_ready[id(inner)] = bool(_tower_outputs(inner, student_feats) and _tower_outputs(teacher, teacher_feats))
+        if config.feature_weight and id(inner) not in self.hooked:
+            self.hooked.add(id(inner))
+            self.hooks += _tower_outputs(inner, self.student_feats) + _tower_outputs(self.teacher, self.teacher_feats)
         with torch.no_grad():
-            teacher_logits = teacher(*inputs)
+            teacher_logits = self.teacher(*inputs)
         logits = student(*inputs)
         kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                       log_target=True, reduction="batchmean") * t * t
         total = config.alpha * kd + (1 - config.alpha) * F.cross_entropy(logits, labels)
-        if config.feature_weight and student_feats:
+        shared = [k for k in self.student_feats if k in self.teacher_feats]
+        if config.feature_weight and shared:
             total = total + config.feature_weight * sum(
-                F.mse_loss(student_feats[k], teacher_feats[k]) for k in student_feats if k in teacher_feats)
+                F.mse_loss(self.student_feats[k], self.teacher_feats[k]) for k in shared)
         return total
-    return loss
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks, self.hooked = [], set()
+        self.student_feats.clear()
+        self.teacher_feats.clear()
 
 
 def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, data: str | None = None,
@@ -101,8 +117,11 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
     val = load_split(dataset, "val").for_inputs(spec.input_names)
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                max_steps=config.max_steps, patience=config.patience, label_smoothing=0.0)
-    return fit(student.module, spec, train, val, train_config, distillation_loss(teacher.module, config),
-               progress, checkpoint_dir)
+    loss = DistillationLoss(teacher.module, config)
+    try:
+        return fit(student.module, spec, train, val, train_config, loss, progress, checkpoint_dir)
+    finally:
+        loss.close()
 
 
 def main() -> None:
@@ -119,7 +138,7 @@ def main() -> None:
         torch.distributed.init_process_group("gloo")
     teacher, student = resolve_model(args.teacher), resolve_model(args.student)
     config = DistillConfig(stage="distill", epochs=args.epochs, max_steps=args.max_steps)
-    result = distill(student, teacher, config, checkpoint_dir=args.out / CHECKPOINT)
+    result = distill(student, teacher, config, checkpoint_dir=args.out / CHECKPOINT_DIR)
     rank = torch.distributed.get_rank() if world > 1 else 0
     if rank == 0:
         save_model(student, args.out)
