@@ -25,7 +25,18 @@ M = TypeVar("M", bound=BaseModel)
 
 def format_validation_error(err: ValidationError) -> str:
     """Name each offending key: 'validation.atol: Input should be a valid number'."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors())
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}{_given(e)}" for e in err.errors())
+
+
+UNKNOWN_NAME = "unknown:"  # error type of a registry-chosen key: "unknown:stage" names the key that chose
+
+
+def _given(error: dict[str, Any]) -> str:
+    """For a registry-chosen entry (``stage:``, ``backend:``), the value that matched no registered name."""
+    kind, value = str(error.get("type", "")), error.get("input")
+    if not kind.startswith(UNKNOWN_NAME) or not isinstance(value, dict):
+        return ""
+    return f" (got {value.get(kind[len(UNKNOWN_NAME):])!r})"
 
 
 def read_yaml(path: Path) -> Any:

@@ -110,3 +110,16 @@ def test_a_data_format_is_one_file(plugin, tmp_path):
     save_model(own, tmp_path / "run")
     report, _ = api.bench([str(tmp_path / "run")], batch_sizes=(2,), threads=1, splits=("test",), timing=FAST)
     assert report.results[0].accuracy == {"test": pytest.approx(0.75)}
+    # compress on it: splits come from the data, not from the demo's names (it has no 'ood')
+    splits = {name: model.spec.example_inputs({"batch": 40, "seq": 6}, seed=seed) for seed, name in enumerate(
+        ("train", "val"), start=10)}
+    np.savez(data, **{f"{s}/{k}": v for s, feed in {**splits, "test": feed}.items() for k, v in feed.items()},
+             **{f"{s}/labels": labels for s in ("train", "val", "test")})
+    quantize = {"name": "q", "gates": {"max_accuracy_drop": 100}, "stages": [{"stage": "quantize", "calibration_samples": 16}]}
+    result = api.compress(FACTORY, recipe_model().model_validate(quantize), tmp_path / "c", data=str(data),
+                          batch_sizes=(1,), timing=FAST, log=lambda _m: None)
+    assert result.report.settings.splits == ["test"] and result.report.results[2].accuracy["test"] > 0
+    holdout = {**quantize, "gates": {"split": "holdout"}}
+    with pytest.raises(ConfigError, match="has no split 'holdout' \\(read by gates.split\\)"):
+        api.compress(FACTORY, recipe_model().model_validate(holdout), tmp_path / "h", data=str(data))
+    assert not (tmp_path / "h").exists()  # refused before any stage ran

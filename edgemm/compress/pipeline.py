@@ -13,13 +13,13 @@ from edgemm.bench.runner import run_bench
 from edgemm.bench.schema import BenchReport
 from edgemm.compress.gates import check_gates
 from edgemm.compress.recipe import RecipeBase, load_recipe
-from edgemm.compress.runner import plan, run_stage
+from edgemm.compress.runner import check_recipe, plan, run_stage
 from edgemm.compress.stage import Artifact, Context
+from edgemm.data.datasets import find_source
 from edgemm.errors import ConfigError, GateFailed
 from edgemm.export.profiles import load_profile
 from edgemm.models.registry import resolve_model, save_model
 
-REPORT_SPLITS = ("test", "ood")
 
 
 @dataclass
@@ -45,6 +45,8 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
     if not dataset:
         raise ConfigError(f"model {teacher.spec.name!r} names no dataset for calibration and gates",
                           "pass --data NAME of a registered dataset")
+    splits = find_source(dataset).splits_for(dataset)
+    check_recipe(recipe, dataset, splits)
     if not teacher.trained:
         log("warning: the input model has random weights; accuracy figures will be meaningless")
     out_dir = Path(out_dir)
@@ -65,8 +67,8 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         stages.append({"stage": name, **{k: v for k, v in metrics.items() if k != "history"}})
     log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
     refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]
-    report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=REPORT_SPLITS,
-                       timing=timing or TimingSettings.for_compress())
+    report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(splits, recipe),
+                       dataset=dataset, timing=timing or TimingSettings.for_compress())
     torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
     gates = check_gates(recipe.gates, ctx.reference_accuracy, ctx.accuracy(artifact), report, torch_fp32.id,
                         ort_fp32.id, final.id)
@@ -86,6 +88,11 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                            "profile": profile.model_dump(mode="json", by_alias=True)},
                    metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
     return CompressResult(out_dir, final_path, report, gates, stages)
+
+
+def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...]:
+    """The side-by-side report scores the held-out splits: all but training and the gates' own."""
+    return tuple(s for s in splits if s not in ("train", recipe.gates.split)) or (recipe.gates.split,)
 
 
 def comparison_markdown(report: BenchReport, gates: dict, stages: list[dict], recipe: RecipeBase,

@@ -82,7 +82,9 @@ class OnnxQuantizer(Quantizer):
         work.mkdir(parents=True, exist_ok=True)
 
         def evaluate(path: Path) -> float:
-            return ctx.accuracy(Artifact("onnx", save_onnx(onnx.load(str(path)), model.spec, path)))
+            if path == artifact.path:  # the input carries its contract already; never rewrite another stage's file
+                return ctx.accuracy(artifact)
+            return ctx.accuracy(Artifact("onnx", save_onnx(onnx.load(str(path)), model.spec, path)))  # a candidate
 
         feeds = self.feeds(config, model, ctx)
 

@@ -14,8 +14,8 @@ from pydantic import Discriminator, Field, Tag, create_model, model_validator
 
 from edgemm.compress.gates import Gates
 from edgemm.compress.quantizer import QUANTIZERS
-from edgemm.compress.stage import STAGES
-from edgemm.config import Strict, load_yaml_model
+from edgemm.compress.stage import STAGES, artifact_chain
+from edgemm.config import UNKNOWN_NAME, Strict, load_yaml_model
 from edgemm.errors import ConfigError
 from edgemm.export.profiles import DEFAULT_PROFILE
 
@@ -34,12 +34,11 @@ class RecipeBase(Strict):
     def _artifact_kinds_chain(self) -> "RecipeBase":
         """A stage that needs a PyTorch model cannot follow one that produced ONNX (export only goes one way)."""
         kind, producer = "torch", None
-        for index, config in enumerate(self.stages):
-            stage = STAGES.get(config.stage, usable=False)
-            if stage.consumes_for(config) == "torch" and kind == "onnx":
+        for index, (config, needs, makes) in enumerate(artifact_chain(self.stages)):
+            if needs == "torch" and kind == "onnx":
                 raise ValueError(f"stage {index} ({config.stage}) needs a PyTorch model, but {producer} before it "
                                  f"produces ONNX: put {producer} last")
-            kind, producer = stage.produces_for(config), config.stage
+            kind, producer = makes, config.stage
         return self
 
 
@@ -54,8 +53,11 @@ def recipe_model() -> type[RecipeBase]:
 
 @functools.cache
 def _recipe_model(*_registry_versions: object) -> type[RecipeBase]:
-    members = tuple(Annotated[s.config_type(), Tag(s.name)] for s in STAGES if s.in_recipes)
-    entry = Annotated[Union[members], Discriminator(_stage_of)]  # noqa: UP007 (a runtime-built union)
+    stages = [s for s in STAGES if s.in_recipes]
+    members = tuple(Annotated[s.config_type(), Tag(s.name)] for s in stages)
+    entry = Annotated[Union[members], Discriminator(  # noqa: UP007 (a runtime-built union)
+        _stage_of, custom_error_type=UNKNOWN_NAME + "stage",
+        custom_error_message=f"unknown stage; registered: {', '.join(s.name for s in stages)} (`edgemm list stages`)")]
     return create_model("Recipe", __base__=RecipeBase, stages=(list[entry], Field(min_length=1)))
 
 
@@ -74,4 +76,4 @@ def load_recipe(name_or_path: str | Path | None = None) -> RecipeBase:
     path = Path(ref) if Path(ref).is_file() else PACKAGED_RECIPES / f"{ref}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown recipe {ref!r}", f"give a YAML path or one of {available_recipes()}")
-    return load_yaml_model(recipe_model(), path, "see the recipe keys in README.md (unknown keys are rejected)")
+    return load_yaml_model(recipe_model(), path, "`edgemm list --schema recipe` prints every key a recipe takes")

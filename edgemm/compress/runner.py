@@ -18,31 +18,47 @@ from pathlib import Path
 from edgemm import __version__
 from edgemm.artifacts import read_manifest, write_json, write_manifest
 from edgemm.compress.recipe import RecipeBase
-from edgemm.compress.stage import STAGES, Artifact, Context, StageConfig
-from edgemm.errors import GateFailed
+from edgemm.compress.stage import STAGES, Artifact, Context, StageConfig, artifact_chain
+from edgemm.errors import ConfigError, GateFailed
 
 IN_PROGRESS = "in_progress.json"  # a started stage's key; with no manifest beside it the stage is unfinished
+
+
+def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...]) -> None:
+    """Before anything runs: every stage (and quantizer) is usable here, and every split it reads exists."""
+    wanted = {recipe.gates.split: "gates.split"}
+    for index, config in enumerate(recipe.stages):
+        stage = STAGES.get(config.stage)
+        stage.check_usable(config)
+        wanted.update({split: f"stages.{index} ({config.stage})" for split in stage.splits_read(config)})
+    missing = {split: who for split, who in wanted.items() if split not in splits}
+    if missing:
+        what = ", ".join(f"{split!r} (read by {who})" for split, who in missing.items())
+        raise ConfigError(f"dataset {dataset!r} has no split {what}; it has {list(splits)}",
+                          "point the recipe at splits the dataset has, or give a dataset with them (--data)")
 
 
 def plan(recipe: RecipeBase) -> list[tuple[str, StageConfig | None]]:
     """Recipe stages with the ONNX export inserted where the artifact kind changes (and at the end)."""
     steps: list[tuple[str, StageConfig | None]] = []
     kind = "torch"
-    for config in recipe.stages:
-        stage = STAGES.get(config.stage, usable=False)
-        if stage.consumes_for(config) == "onnx" and kind == "torch":
+    for config, needs, makes in artifact_chain(recipe.stages):
+        if needs == "onnx" and kind == "torch":
             steps.append(("export", None))
         steps.append((config.stage, config))
-        kind = stage.produces_for(config)
+        kind = makes
     if kind == "torch":
         steps.append(("export", None))
     return steps
 
 
 def _stage_key(name: str, config: StageConfig | None, artifact: Artifact, ctx: Context) -> str:
+    """What a stage's output depends on. The profile as written (not its defaults: registering a target
+    adds a default section to every profile), and the gates for stages that work to them."""
     blob = json.dumps({"stage": name, "config": config.model_dump() if config else None, "input": artifact.sha256(),
-                       "profile": ctx.profile.model_dump(), "dataset": ctx.dataset, "edgemm": __version__},
-                      sort_keys=True)
+                       "profile": ctx.profile.model_dump(exclude_unset=True), "dataset": ctx.dataset,
+                       "gates": ctx.gates.model_dump() if STAGES.get(name, usable=False).uses_gates else None,
+                       "edgemm": __version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

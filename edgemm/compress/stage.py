@@ -2,7 +2,6 @@
 the stage interface and its registry (one module per stage in ``compress/stages/``)."""
 from __future__ import annotations
 
-import hashlib
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +9,11 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import Field
 
-from edgemm.artifacts import sha256_file
 from edgemm.compress.gates import Gates
 from edgemm.config import Strict
 from edgemm.data.datasets import Split, load_split
 from edgemm.export.profiles import ExportProfile
-from edgemm.models.registry import MODEL_JSON, WEIGHTS, LoadedModel, resolve_model
+from edgemm.models.registry import LoadedModel, content_sha256, resolve_model
 from edgemm.registry import Component, Registry
 from edgemm.runtime import Session, accuracy, load_session
 
@@ -30,9 +28,7 @@ class Artifact:
     path: Path
 
     def sha256(self) -> str:
-        if self.kind == "onnx":
-            return sha256_file(self.path)
-        return hashlib.sha256((sha256_file(self.path / WEIGHTS) + sha256_file(self.path / MODEL_JSON)).encode()).hexdigest()
+        return content_sha256(self.path)
 
     def load(self) -> LoadedModel:
         return resolve_model(str(self.path))
@@ -83,6 +79,7 @@ class Stage(Component):
     config: ClassVar[type[StageConfig]]
     in_recipes: ClassVar[bool] = True  # False: inserted by the planner (the ONNX export), not written in recipes
     resumable: ClassVar[bool] = False  # True: an interrupted run keeps its folder (checkpoints) for the next try
+    uses_gates: ClassVar[bool] = False  # True: its output depends on the recipe's gates (part of its reuse key)
 
     def config_type(self) -> Any:
         """The type a recipe entry is validated against (a union when the stage has backends)."""
@@ -90,6 +87,14 @@ class Stage(Component):
 
     def consumes_for(self, config: StageConfig | None) -> str:
         return self.consumes
+
+    def check_usable(self, config: StageConfig | None) -> None:
+        """Raise BackendUnavailable before any stage runs when this one could not run here."""
+        STAGES.get(self.name)
+
+    def splits_read(self, config: StageConfig | None) -> list[str]:
+        """Dataset splits the stage reads (checked against the dataset before anything runs)."""
+        return []
 
     def produces_for(self, config: StageConfig | None) -> str:
         return self.produces
@@ -100,3 +105,12 @@ class Stage(Component):
 
 
 STAGES: Registry[Stage] = Registry("stage", "edgemm.compress.stages", entry_points="edgemm.stages")
+
+
+def artifact_chain(configs: list[StageConfig]) -> list[tuple[StageConfig, str, str]]:
+    """Each stage config with the artifact kind it needs and the kind it hands on, in recipe order."""
+    chain = []
+    for config in configs:
+        stage = STAGES.get(config.stage, usable=False)
+        chain.append((config, stage.consumes_for(config), stage.produces_for(config)))
+    return chain

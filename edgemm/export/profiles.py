@@ -94,4 +94,4 @@ def load_profile(name_or_path: str | Path | None = None) -> ExportProfile:
         if not found:
             raise ConfigError(f"unknown export profile {ref!r}", f"choose one of {available_profiles()} or give a YAML path")
         path = found[0]
-    return load_yaml_model(profile_model(), path, "see export_profiles/README.md")
+    return load_yaml_model(profile_model(), path, "`edgemm list --schema profile` prints every key a profile takes")

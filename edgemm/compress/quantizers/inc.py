@@ -35,9 +35,14 @@ class IncQuantizer(TorchQuantizer):
 
     def tune(self, model, feeds, evaluate, config, tolerable_relative_loss):
         spec = model.spec
-        torch.backends.mha.set_fastpath_enabled(False)  # else attention is one opaque op to INC
         example = tuple(to_tensors(spec, spec.example_inputs(export_sizes(spec))))
-        exported = inc_export.export(model.module.eval(), example, dynamic_shapes=dynamic_shapes(spec, model.module))
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # else attention is one opaque op to INC
+        try:
+            exported = inc_export.export(model.module.eval(), example,
+                                         dynamic_shapes=dynamic_shapes(spec, model.module))
+        finally:  # a process-wide switch: later torch timings must run as users run them
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
         def calibrate(graph) -> None:
             with torch.no_grad():
