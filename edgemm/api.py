@@ -1,6 +1,7 @@
 """The Python API behind the CLI: every command is one call here."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -84,6 +85,8 @@ def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {path} does not exist", "give an .npz written by numpy.savez")
+    if not zipfile.is_zipfile(path):  # numpy would try it as a pickle and say so, which misleads
+        raise InputError(f"{path} is not an .npz file (not a zip archive)", "save inputs with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -109,7 +112,9 @@ def components(kind: str | None = None) -> dict[str, list[dict[str, Any]]]:
     if unknown:
         raise ConfigError(f"nothing called {unknown[0]!r} to list",
                           f"choose one of {', '.join([*REGISTRIES, 'recipes', 'profiles'])}")
-    listed = {k: [entry.summary() for entry in REGISTRIES[k]] for k in kinds if k in REGISTRIES}
+    listed = {k: [entry.summary() for entry in REGISTRIES[k]]
+              + [{"name": name, "unavailable": why} for name, why in REGISTRIES[k].broken().items()]
+              for k in kinds if k in REGISTRIES}
     if kind in ("recipes", None):
         listed["recipes"] = [{"name": r} for r in available_recipes()]
     if kind in ("profiles", None):

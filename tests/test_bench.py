@@ -16,7 +16,7 @@ from edgemm.bench.runner import latency_inputs, run_bench
 from edgemm.bench.schema import SCHEMA_FILE, BenchReport, BenchSettings, Machine, Result, json_schema
 from edgemm.bench.stats import percentile_ci
 from edgemm.data.datasets import load_split
-from edgemm.errors import ConfigError, EdgemmError
+from edgemm.errors import ConfigError, EdgemmError, InputError
 from edgemm.models.registry import resolve_model
 from edgemm.runtime import load_session
 
@@ -110,9 +110,19 @@ def test_the_same_artifact_twice_is_refused(tiny_onnx):
         run_bench([str(tiny_onnx), str(tiny_onnx)], batch_sizes=(1,), splits=(), timing=FAST)
 
 
-def test_latency_inputs_are_real_eval_samples():
-    feed = latency_inputs(resolve_model("demo-fusion"), 3, "test")
+def test_latency_inputs_are_real_eval_samples_and_the_report_says_so():
+    feed, origin = latency_inputs(resolve_model("demo-fusion"), 3, "test")
     assert np.array_equal(feed["audio"], load_split("edgemm-digits", "test").inputs["audio"][:3])
+    assert origin == "edgemm-digits/test[:3]"
+    report = run_bench([FACTORY], batch_sizes=(2,), threads=1, splits=(), timing=ONE_ROUND)
+    lat = report.results[0].at(2)
+    assert lat.inputs.startswith("generated") and lat.sizes == {"batch": 2, "seq": 6}  # the contract's opt seq
+    assert "generated from the contract" in to_markdown(report)
+
+
+def test_a_batch_size_outside_the_contract_is_refused_before_timing():
+    with pytest.raises(InputError, match=r"batch size 64 for tiny-image-text: .*axis 'batch' = 64 is outside \[1, 32\]"):
+        run_bench([FACTORY], batch_sizes=(1, 64), threads=1, splits=(), timing=ONE_ROUND)
 
 
 def test_percentile_confidence_interval_on_known_samples():
@@ -124,7 +134,7 @@ def test_percentile_confidence_interval_on_known_samples():
 
 
 def _result(name, latencies, precision="fp32", params=10, backend="ort-cpu", accuracy=None, rid=None) -> Result:
-    return Result(id=rid or f"{name}-{backend}", name=name, artifact=f"{name}.onnx", artifact_sha256=None, kind="onnx",
+    return Result(id=rid or f"{name}-{backend}", name=name, artifact=f"{name}.onnx", artifact_sha256="0" * 64, kind="onnx",
                   model=name, backend=backend, precision=precision, parameters=params, accuracy=accuracy or {},
                   latency=latencies)
 
@@ -176,7 +186,7 @@ def test_regressions_pair_results_by_id_never_by_a_shared_label():
     # a rebuilt artifact (new bytes) pairs by name only when the name is unique on both sides
     rebuilt = _report(_result("solo", lat(1.0), rid="ccc-ort-cpu"))
     paired = pair_results(_report(_result("solo", lat(1.0), rid="ddd-ort-cpu")), rebuilt)
-    assert [how for *_, how in paired.pairs] == ["name"] and "paired by name" in paired.notes()[0]
+    assert [how for *_, how in paired.pairs] == ["name"] and "by name (the artifact's bytes changed)" in paired.notes()[0]
     ambiguous = pair_results(baseline, _report(_result("m", lat(1.0), rid="eee-ort-cpu")))
     assert ambiguous.pairs == [] and "not compared" in ambiguous.notes()[0]
     with pytest.raises(ConfigError, match="no result of this run matches the baseline"):
@@ -215,6 +225,13 @@ def test_schema_2_reports_still_load(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"schema_version": 3, "results": []}))
     with pytest.raises(ConfigError, match="not a valid bench report: machine: Field required"):
         BenchReport.load(tmp_path / "bad.json")
+    broken_v2 = {**old, "results": [{k: v for k, v in old["results"][0].items() if k != "backend"}]}
+    (tmp_path / "bad2.json").write_text(json.dumps(broken_v2))
+    with pytest.raises(ConfigError, match="not a valid schema-2 bench report \\(KeyError"):
+        BenchReport.load(tmp_path / "bad2.json")
+    (tmp_path / "validation.json").write_text(json.dumps({"passed": True}))
+    with pytest.raises(ConfigError, match="is not a bench report \\(it has no schema_version\\)"):
+        BenchReport.load(tmp_path / "validation.json")
 
 
 def test_pareto_plot_of_variants(tmp_path, trained_demo):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edgemm.artifacts import sha256_file
 from edgemm.cli.main import app
 from edgemm.models.registry import resolve_model
 
@@ -50,6 +51,12 @@ def test_predict_names_bad_inputs(good_inputs, change, message):
     assert message in result.output and "fix:" in result.output and "Traceback" not in result.output
 
 
+def test_a_file_that_is_not_an_npz(tmp_path):
+    (tmp_path / "garbage.npz").write_text("not numbers")
+    result = _run("predict", FACTORY, "--inputs", str(tmp_path / "garbage.npz"))
+    assert result.exit_code == 2 and "is not an .npz file" in result.output
+
+
 def test_unknown_model_name(tmp_path):
     result = _run("info", "resnet-9000")
     assert result.exit_code == 2 and "unknown model 'resnet-9000'" in result.output and "demo-fusion" in result.output
@@ -80,6 +87,8 @@ def test_invalid_profile_names_the_key(tmp_path):
 
 def test_validate_command_fails_a_tampered_model(tiny_onnx, tmp_path):
     assert _run("validate", str(tiny_onnx), "--reference", FACTORY).exit_code == 0
+    other = _run("validate", str(tiny_onnx), "--reference", "demo-text-only")
+    assert other.exit_code == 2 and "not the same model" in other.output
     tampered = _tamper(tiny_onnx, tmp_path / "t.onnx")
     result = _run("validate", str(tampered), "--reference", FACTORY)
     assert result.exit_code == 3 and "output 'scores'" in result.output
@@ -141,9 +150,11 @@ def test_list_shows_registries_and_schemas():
 
 
 def test_compress_gate_failure_exits_4_with_a_report(tmp_path):
+    """An unreachable speed gate; a zero accuracy budget makes the fallback score the float input on the way."""
     (tmp_path / "fast.yaml").write_text(
-        "name: fast\ngates:\n  max_accuracy_drop: 100\n  min_speedup: 1000\n"
-        "stages:\n  - stage: quantize\n    calibration_samples: 64\n")
+        "name: fast\ngates:\n  max_accuracy_drop: 0\n  min_speedup: 1000\n"
+        "stages:\n  - stage: quantize\n    calibration_samples: 64\n"
+        "    fallback: {max_tries: 2, granularity: [tower]}\n")
     result = _run("compress", "demo-text-only", "--recipe", str(tmp_path / "fast.yaml"), "-o", str(tmp_path / "run"),
                   "--warmup", "1", "--min-iterations", "5", "--min-seconds", "0", "--rounds", "1")
     assert result.exit_code == 4, result.output
@@ -151,9 +162,15 @@ def test_compress_gate_failure_exits_4_with_a_report(tmp_path):
     assert "required 1000" in result.output
     run = tmp_path / "run"
     assert not (run / "final").exists() and not (run / "manifest.json").exists()  # nothing looks deployable
+    assert sorted(p.name for p in run.glob("0*")) == ["00-input", "01-export", "02-quantize"]  # the reference
+    # export is what a quantize-only recipe quantizes: no second export
     gates = json.loads((run / "gate_report.json").read_text())["gates"]
     assert not gates["passed"] and "FAILED" in (run / "report.md").read_text()
     assert json.loads((run / "report.json").read_text())["settings"]["timing"]["min_iterations"] == 5
+    # Bug: scoring the float input during the fallback re-stamped it in place, so the previous stage's
+    # artifact no longer matched its manifest (and later runs redid the stage).
+    export = json.loads((run / "01-export" / "manifest.json").read_text())
+    assert export["artifacts"]["model.onnx"] == sha256_file(run / "01-export" / "model.onnx")
 
 
 def test_compress_rejects_a_bad_recipe_key(tmp_path):

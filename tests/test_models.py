@@ -42,7 +42,10 @@ def test_user_model_loads_through_module_factory():
 @pytest.mark.parametrize("ref, message", [
     ("no-such-model", "unknown model 'no-such-model'"),
     ("tests.fixtures.nope:build", "cannot import 'tests.fixtures.nope'"),
-    ("tests.fixtures.user_models:nope", "has no attribute 'nope'"),
+    ("tests.fixtures.user_models:nope", "has no callable 'nope'"),
+    ("tests.fixtures.user_models:build_raises", "raised RuntimeError: checkpoint store unreachable"),
+    ("tests.fixtures.user_models:build_bad_spec", "raised ValidationError: .*dynamic axes \\['seq'\\] need a min/opt/max"),
+    ("tests.fixtures.user_models:build_wrong_type", "returned a str, not a torch.nn.Module"),
     ("tests.fixtures.user_models:build_without_spec", "returned no ModelSpec"),
     ("missing.onnx", "does not exist"),
 ])

@@ -108,7 +108,7 @@ def _ort_gemm(op: str, a: np.ndarray, b: np.ndarray, threads: int) -> Callable[[
 
 
 @functools.lru_cache(maxsize=8)
-def gemm_peaks(threads: int, seconds: float = 0.5) -> dict[str, float]:
+def gemm_peaks(threads: int, seconds: float = 1.0) -> dict[str, float]:
     """The machine's measured GEMM throughput per precision (GFLOP/s or GOP/s), the roofs for efficiency.
 
     fp32: the better of torch.mm and ONNX Runtime's MatMul; int8: ONNX Runtime's MatMulInteger

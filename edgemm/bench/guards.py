@@ -21,8 +21,8 @@ def warnings_for(results: list[Result]) -> list[str]:
                 if lb is None or la.p50_ms < lb.p50_ms:
                     continue
                 if a.precision == "int8" and b.precision != "int8":
-                    found.append(f"int8 not faster: {a.label} ({la.p50_ms:.3f} ms) vs {b.precision} "
-                                 f"{b.label} ({lb.p50_ms:.3f} ms) at batch {la.batch_size} on {a.backend}")
+                    found.append(f"int8 not faster: {a.label} ({la.p50_ms:.3f} ms) vs {b.label} ({b.precision}, "
+                                 f"{lb.p50_ms:.3f} ms) at batch {la.batch_size}")
                 elif (a.precision == b.precision and a.parameters and b.parameters
                       and a.parameters < 0.9 * b.parameters):
                     found.append(f"pruned model not faster: {a.label} ({a.parameters:,} params, "

@@ -29,8 +29,9 @@ class TimingSettings(Strict):
         return cls(warmup=20, min_iterations=100, min_seconds=2.0, rounds=3)
 
     def per_round(self) -> "TimingSettings":
-        """One round's share of the minimum count and duration."""
+        """One round's share of the minimum and maximum counts and of the duration."""
         return self.model_copy(update={"min_iterations": max(1, self.min_iterations // self.rounds),
+                                       "max_iterations": max(1, self.max_iterations // self.rounds),
                                        "min_seconds": self.min_seconds / self.rounds, "rounds": 1})
 
 
@@ -48,6 +49,8 @@ class Latency(BaseModel):
     samples_ms: list[float] = Field(min_length=1, repr=False)
     device_samples_ms: list[float] = Field(default_factory=list, repr=False,
                                            description="device time of the same timed calls (GPU sessions)")
+    inputs: str | None = Field(None, description="where the timed feed came from (dataset split, or generated)")
+    sizes: dict[str, int] = Field(default_factory=dict, description="size of each named axis in the timed feed")
 
     @field_serializer("samples_ms", "device_samples_ms")
     def _rounded(self, samples: list[float]) -> list[float]:

@@ -45,7 +45,10 @@ class Comparison:
     unmatched: list[Result] = field(default_factory=list)  # current results with no baseline partner
 
     def notes(self) -> list[str]:
-        by_name = [f"{cur.label} (artifact changed; paired by name)" for _, cur, how in self.pairs if how == "name"]
+        by_name = [f"{cur.label}: paired with the baseline by name ("
+                   + ("the baseline, from schema 2, has no content hash)" if base.artifact_sha256 is None
+                      else "the artifact's bytes changed)")
+                   for base, cur, how in self.pairs if how == "name"]
         return by_name + [f"{r.label}: not in the baseline, not compared" for r in self.unmatched]
 
 

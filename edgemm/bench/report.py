@@ -87,6 +87,10 @@ def notes(report: BenchReport, labels: Labels | None = None) -> list[str]:
              f"Latency: {timing.rounds} alternating rounds per batch size, ≥{timing.min_iterations} timed calls after "
              f"{timing.warmup} warm-up calls; raw samples are in the JSON report. "
              "`*` marks a p50 whose 95 % confidence interval is wider than ±5 % (noisy)."]
+    feeds = sorted({f"batch {lat.batch_size}: {lat.inputs} ({', '.join(f'{k} {v}' for k, v in lat.sizes.items())})"
+                    for r in report.results for lat in r.latency if lat.inputs})
+    if feeds:
+        lines.append("Timed inputs: " + "; ".join(feeds) + ".")
     untrained = [display_name(r, labels) for r in report.results if not r.trained]
     if untrained:
         lines.append(f"Untrained (random) weights: {', '.join(untrained)} — accuracy is meaningless there.")

@@ -16,7 +16,7 @@ from edgemm.bench.latency import Latency, TimingSettings, measure
 from edgemm.bench.schema import BenchReport, BenchSettings, Machine, Result, result_id
 from edgemm.data.datasets import load_split
 from edgemm.environment import machine_info, peak_rss_mb, rss_mb
-from edgemm.errors import ConfigError
+from edgemm.errors import ConfigError, InputError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model
 from edgemm.runtime import Session, default_backend, fidelity, load_session, task_outputs, torch_threads
@@ -34,6 +34,8 @@ class BenchTarget:
     session: Session
     name: str
     sha256: str
+    dataset: str | None = None  # scored and fed from this data source (default: the contract's dataset)
+    feeds: dict[int, tuple[dict[str, np.ndarray], str]] = field(default_factory=dict, repr=False)  # batch -> (feed, origin)
     samples: dict[int, list[float]] = field(default_factory=dict)
     device_samples: dict[int, list[float]] = field(default_factory=dict)
     warmup: dict[int, int] = field(default_factory=dict)
@@ -71,7 +73,7 @@ def _unique_names(models: list[LoadedModel], digests: list[str], labels: Sequenc
 
 
 def load_targets(refs: list[str], backends: list[str] | None, threads: int,
-                 labels: Sequence[str] | None = None) -> list[BenchTarget]:
+                 labels: Sequence[str] | None = None, dataset: str | None = None) -> list[BenchTarget]:
     models = [resolve_model(ref) for ref in refs]
     digests = [m.sha256() for m in models]
     names = _unique_names(models, digests, labels)
@@ -83,7 +85,7 @@ def load_targets(refs: list[str], backends: list[str] | None, threads: int,
                                   "give each artifact once")
             before = rss_mb()
             session = load_session(model, backend, threads)
-            target = BenchTarget(model, session, name, digest)
+            target = BenchTarget(model, session, name, digest, dataset or model.spec.dataset)
             target.result = _describe(target)
             target.result.memory["load_rss_mb"] = round(rss_mb() - before, 2)
             targets.append(target)
@@ -113,27 +115,40 @@ def _onnx_parameter_count(path: Path) -> int | None:
                    if i.data_type in weight_types and i.name not in qparams and len(i.dims) > 0))
 
 
-def latency_inputs(model: LoadedModel, batch_size: int, split: str | None) -> dict[str, np.ndarray]:
-    """Real samples from the eval split when the model has a dataset, else generated ones."""
-    spec = model.spec
-    if spec.dataset and split:
-        data = load_split(spec.dataset, split).for_inputs(spec.input_names)
+def latency_inputs(model: LoadedModel, batch_size: int, split: str | None,
+                   dataset: str | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """The feed timed at ``batch_size`` and where it came from: real samples from the eval split when
+    there is a dataset with enough of them, else inputs generated from the contract."""
+    spec, dataset = model.spec, dataset or model.spec.dataset
+    if dataset and split:
+        data = load_split(dataset, split).for_inputs(spec.input_names)
         if len(data) >= batch_size:
-            feed = data.head(batch_size).inputs
-            spec.check_inputs(feed)
-            return feed
-    return spec.example_inputs({"batch": batch_size}, seed=0)
+            return data.head(batch_size).inputs, f"{dataset}/{split}[:{batch_size}]"
+    return spec.example_inputs({"batch": batch_size}, seed=0), "generated from the contract (opt sizes)"
+
+
+def prepare_feeds(targets: list[BenchTarget], batch_sizes: Sequence[int], split: str | None) -> None:
+    """Every feed, checked against its contract before anything is timed (a batch beyond the axis range fails here)."""
+    for target in targets:
+        for batch_size in batch_sizes:
+            feed, origin = latency_inputs(target.model, batch_size, split, target.dataset)
+            try:
+                target.model.spec.check_inputs(feed)
+            except InputError as err:
+                raise InputError(f"batch size {batch_size} for {target.name}: {err.args[0]}",
+                                 "bench batch sizes inside the contract's axis ranges (`edgemm info MODEL`)") from None
+            target.feeds[batch_size] = feed, origin
 
 
 def score(targets: list[BenchTarget], splits: Sequence[str], say: ProgressFn) -> None:
     """Accuracy per split, and fidelity of every target to the first on the same samples."""
     for target in targets:
         spec, result = target.model.spec, target.result
-        if not spec.dataset or spec.task.kind != "classification":
+        if not target.dataset or spec.task.kind != "classification":
             continue
         say(f"accuracy: {target.label}")
         for split in splits:
-            data = load_split(spec.dataset, split).for_inputs(spec.input_names)
+            data = load_split(target.dataset, split).for_inputs(spec.input_names)
             target.outputs[split] = task_outputs(target.session, data)
             result.accuracy[split] = metrics.accuracy(target.outputs[split], data.labels)
     reference = targets[0]
@@ -145,14 +160,13 @@ def score(targets: list[BenchTarget], splits: Sequence[str], say: ProgressFn) ->
                 target.result.fidelity.update({f"{k}_{split}": v for k, v in agree.items()})
 
 
-def time_all(targets: list[BenchTarget], batch_sizes: Sequence[int], split: str | None, timing: TimingSettings,
-             say: ProgressFn) -> None:
+def time_all(targets: list[BenchTarget], batch_sizes: Sequence[int], timing: TimingSettings, say: ProgressFn) -> None:
     """Every target at every batch size, alternating targets over rounds to spread machine noise."""
     per_round = timing.per_round()
     for batch_size in batch_sizes:
-        feeds = [latency_inputs(t.model, batch_size, split) for t in targets]
         for round_ in range(timing.rounds):
-            for target, feed in zip(targets, feeds):
+            for target in targets:
+                feed = target.feeds[batch_size][0]
                 say(f"latency: {target.label} batch {batch_size} round {round_ + 1}/{timing.rounds}")
                 session = target.session
                 samples = measure(lambda: session.run(feed), per_round, on_timed_start=session.start_timing)
@@ -167,26 +181,32 @@ def time_all(targets: list[BenchTarget], batch_sizes: Sequence[int], split: str 
 
 def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes: Sequence[int] = (1, 16),
               threads: int | None = None, splits: Sequence[str] = ("test",), timing: TimingSettings | None = None,
-              breakdown: bool = False, labels: Sequence[str] | None = None,
+              breakdown: bool = False, labels: Sequence[str] | None = None, dataset: str | None = None,
               progress: ProgressFn | None = None) -> BenchReport:
-    """Bench every artifact on every backend; the report keeps raw samples and says where it was measured."""
+    """Bench every artifact on every backend; the report keeps raw samples and says where it was measured.
+
+    ``dataset`` scores and feeds every artifact from that data source instead of its contract's dataset.
+    """
     timing = timing or TimingSettings()
     threads = threads or os.cpu_count() or 1
     say = progress or (lambda _msg: None)
     for name in backends or []:
         BACKENDS.get(name)  # an unknown or unusable backend fails before any model is loaded
     with torch_threads(threads):
-        targets = load_targets(list(refs), backends, threads, labels)
+        targets = load_targets(list(refs), backends, threads, labels, dataset)
+        prepare_feeds(targets, batch_sizes, splits[0] if splits else None)
         score(targets, splits, say)
-        time_all(targets, batch_sizes, splits[0] if splits else None, timing, say)
+        time_all(targets, batch_sizes, timing, say)
         say("machine peaks: fp32 and int8 GEMM micro-benchmarks")
         peaks = dict(gemm_peaks(threads))
         results = [_finish(t, peaks) for t in targets]
-        if breakdown:
+        if breakdown:  # the PyTorch towers on the CPU, once per model
+            done: set[str] = set()
             for target, result in zip(targets, results):
-                if target.backend == "torch" and can_break_down(target.model):
+                if target.session.device == "cpu" and can_break_down(target.model) and target.sha256 not in done:
                     say(f"per-modality breakdown: {target.label}")
                     result.breakdown = modality_breakdown(target.model, timing, threads)
+                    done.add(target.sha256)
     machine = Machine(**machine_info(threads), peak_gops=peaks, peak_rss_mb=round(peak_rss_mb(), 1))
     settings = BenchSettings(batch_sizes=list(batch_sizes), threads=threads, splits=list(splits), timing=timing)
     return BenchReport(machine=machine, settings=settings, results=results, warnings=warnings_for(results))
@@ -194,10 +214,12 @@ def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes
 
 def _finish(target: BenchTarget, peaks: dict[str, float]) -> Result:
     result = target.result
+    spec = target.model.spec
     result.latency = [Latency(batch_size=b, warmup=target.warmup[b], samples_ms=s,
-                              device_samples_ms=target.device_samples.get(b, []))
+                              device_samples_ms=target.device_samples.get(b, []), inputs=target.feeds[b][1],
+                              sizes=spec.check_inputs(target.feeds[b][0]))
                       for b, s in sorted(target.samples.items())]
-    peak = peaks.get(result.precision)
+    peak = peaks.get(result.precision) if target.session.device == "cpu" else None  # the peaks are the CPU's
     if result.flops_per_item and peak and result.latency:
         result.efficiency = result.flops_per_item * result.latency[-1].throughput_per_s / (peak * 1e9)
         result.peak_precision = result.precision

@@ -4,7 +4,7 @@ these models (``python -m edgemm.bench.schema``); reports of schema 2 are upgrad
 
 A result's ``id`` is stable: the artifact's content hash plus the backend, so a baseline is
 matched to the same artifact on the same backend, never to a row that merely shares a label;
-a latency row adds its batch size (``<id>/b16``).
+a latency row is that id and its batch size.
 """
 from __future__ import annotations
 
@@ -66,9 +66,6 @@ class Result(BaseModel):
     def at(self, batch_size: int) -> Latency | None:
         return next((lat for lat in self.latency if lat.batch_size == batch_size), None)
 
-    def row_id(self, batch_size: int) -> str:
-        return f"{self.id}/b{batch_size}"
-
     @property
     def label(self) -> str:
         return f"{self.name} on {self.backend}"
@@ -127,16 +124,20 @@ class BenchReport(BaseModel):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read bench report {path} ({err})",
                               "give a report.json written by edgemm bench") from None
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if version == 2:
-            data = upgrade_v2(data)
-        elif version != SCHEMA_VERSION:
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise ConfigError(f"{path} is not a bench report (it has no schema_version)",
+                              "give a report.json written by edgemm bench")
+        version = data["schema_version"]
+        if version not in (2, SCHEMA_VERSION):
             raise ConfigError(f"{path} has schema_version {version!r}; this edgemm reads 2 and {SCHEMA_VERSION}",
                               "re-run `edgemm bench` with this version to get a comparable report")
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(upgrade_v2(data) if version == 2 else data)
         except ValidationError as err:
             raise ConfigError(f"{path} is not a valid bench report: {format_validation_error(err)[:500]}",
+                              "give a report.json written by edgemm bench") from None
+        except (KeyError, TypeError, AttributeError) as err:  # a schema-2 file missing what schema 2 had
+            raise ConfigError(f"{path} is not a valid schema-2 bench report ({type(err).__name__}: {err})",
                               "give a report.json written by edgemm bench") from None
 
 

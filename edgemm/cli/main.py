@@ -185,7 +185,7 @@ def zoo() -> None:
 @app.command("list")
 @handles_errors
 def list_components(kind: Annotated[Optional[str], typer.Argument(
-                        help="stages, quantizers, targets, backends, models, datasets, recipes or profiles")] = None,
+                        help="one kind of component (default: every kind); an unknown kind lists the kinds")] = None,
                     schema: Annotated[Optional[str], typer.Option(
                         help="print a JSON Schema instead: recipe, profile or report")] = None) -> None:
     """What is registered (stages, quantizers, export targets, backends, models, datasets) and usable here."""

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from edgemm import metrics
 from edgemm.data.datasets import load_split
-from edgemm.errors import ValidationFailed
+from edgemm.errors import ConfigError, ValidationFailed
 from edgemm.config import Strict
 from edgemm.models.registry import LoadedModel
 from edgemm.runtime import Session, fidelity, load_session
@@ -66,6 +66,11 @@ def validation_feeds(spec: ModelSpec, settings: ValidationSettings) -> list[tupl
 
 
 def compare(spec: ModelSpec, reference: Session, candidate: Session, settings: ValidationSettings) -> ValidationReport:
+    mine, theirs = candidate.spec, reference.spec
+    if sorted(mine.input_names) != sorted(theirs.input_names):
+        raise ConfigError(f"the candidate takes inputs {mine.input_names} but the reference takes "
+                          f"{theirs.input_names}: they are not the same model",
+                          "validate an export against the model it was exported from")
     feeds = validation_feeds(spec, settings)
     ref_out: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}
     cand_out: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edgemm.artifacts import sha256_file, write_json
+from edgemm.config import format_validation_error
 from edgemm.errors import ModelLoadError
 from edgemm.lazy import lazy_import
 from edgemm.models.structure import record_structure, replay_structure
@@ -23,6 +26,7 @@ from edgemm.registry import Component, Registry
 from edgemm.spec import AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
 
 onnx = lazy_import("onnx")
+torch = lazy_import("torch")
 
 MODEL_JSON = "model.json"
 WEIGHTS = "model.safetensors"
@@ -61,35 +65,70 @@ class LoadedModel:
         return "onnx" if self.onnx_path is not None else "torch"
 
     def sha256(self) -> str:
-        """Content hash: the ONNX bytes, or the factory, its arguments and the weights' bytes."""
+        """Content hash: the ONNX bytes, or the factory, its arguments and every tensor the module holds
+        (weights a factory loads by itself included), so an edited model never passes for the old one."""
         if self.onnx_path is not None:
-            parts = [sha256_file(p) for p in (self.onnx_path, Path(f"{self.onnx_path}.data")) if p.is_file()]
-        else:
-            parts = [json.dumps({"factory": self.factory, "kwargs": self.kwargs}, sort_keys=True, default=str)]
-            parts += [sha256_file(self.weights)] if self.weights is not None else []
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+            return content_sha256(self.onnx_path)
+        factory = json.dumps({"factory": self.factory, "kwargs": self.kwargs}, sort_keys=True, default=str)
+        return hashlib.sha256(f"{factory}|{module_sha256(self.module)}".encode()).hexdigest()
 
     def parameter_count(self) -> int | None:
         return None if self.module is None else sum(p.numel() for p in self.module.parameters())
 
 
+def content_sha256(path: Path) -> str:
+    """An artifact on disk: an ONNX file with its external data, or a model directory (model.json + weights)."""
+    path = Path(path)
+    files = [path / MODEL_JSON, path / WEIGHTS] if path.is_dir() else [path, Path(f"{path}.data")]
+    parts = [sha256_file(f) for f in files if f.is_file()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def module_sha256(module: Any) -> str:
+    """Every tensor of a module's state: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def call_factory(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, ModelSpec]:
+    """Import ``package.module:factory`` and call it; whatever goes wrong is a ModelLoadError naming it."""
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise ModelLoadError(f"{ref!r} is not 'package.module:factory'", "e.g. mypkg.models:build")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        imported = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         raise ModelLoadError(f"cannot import {module_name!r} for {ref!r} ({err})",
                              "install the package or add its folder to PYTHONPATH") from None
-    except AttributeError:
-        raise ModelLoadError(f"module {module_name!r} has no attribute {attr!r}", "check the factory name") from None
-    result = factory(**(kwargs or {}))
+    except Exception as err:  # the user's module itself fails: its error is what helps
+        raise ModelLoadError(f"importing {module_name!r} for {ref!r} failed: {_describe(err)}",
+                             f"fix the module; `python -c 'import {module_name}'` shows the traceback") from None
+    factory = getattr(imported, attr, None)
+    if not callable(factory):
+        raise ModelLoadError(f"module {module_name!r} has no callable {attr!r}", "check the factory name")
+    try:
+        result = factory(**(kwargs or {}))
+    except Exception as err:
+        raise ModelLoadError(f"factory {ref!r} raised {_describe(err)}",
+                             f"fix the factory; `python -c 'import {module_name}; {module_name}.{attr}()'` "
+                             "shows the traceback") from None
     module, spec = result if isinstance(result, tuple) else (result, getattr(result, "spec", None))
     if not isinstance(spec, ModelSpec):
         raise ModelLoadError(f"factory {ref!r} returned no ModelSpec",
                              "return (module, edgemm.ModelSpec(...)) or set module.spec")
+    if not callable(getattr(module, "eval", None)):
+        raise ModelLoadError(f"factory {ref!r} returned a {type(module).__name__}, not a torch.nn.Module",
+                             "return (module, spec) with the model first")
     return module.eval(), spec
+
+
+def _describe(err: Exception) -> str:
+    detail = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+    return f"{type(err).__name__}: {detail[:400]}"
 
 
 def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedModel:

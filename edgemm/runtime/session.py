@@ -83,11 +83,12 @@ def default_backend(model: "LoadedModel") -> str:
 def load_session(model: "LoadedModel", backend: str | None = None, threads: int | None = None,
                  options: dict[str, Any] | BaseModel | None = None) -> Session:
     """Open ``model`` on ``backend`` (default: torch for PyTorch models, ONNX Runtime CPU for ONNX)."""
-    entry = BACKENDS.get(backend or default_backend(model))
-    if not entry.accepts(model):
+    entry = BACKENDS.get(backend or default_backend(model), usable=False)
+    if not entry.accepts(model):  # before usability: "no GPU" would hide that it could never run this file
         runs = [b.name for b in BACKENDS if b.accepts(model)]
         raise ConfigError(f"backend {entry.name!r} cannot run {model.source} ({model.artifact_kind} model)",
                           f"backends for it: {', '.join(runs)}; `edgemm export` turns a PyTorch model into ONNX")
+    entry = BACKENDS.get(entry.name)
     return entry.load(model, threads, entry.options(options))
 
 

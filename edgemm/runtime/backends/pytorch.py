@@ -51,10 +51,10 @@ class CudaSession(TorchSession):
     a timed block the forward pass alone is also timed with CUDA events."""
 
     def __init__(self, module: Any, spec, device: str, threads: int | None, artifact_bytes: int | None):
-        super().__init__(module, spec, backend="torch-cuda", device=device, threads=threads,
-                         artifact_bytes=artifact_bytes)
+        super().__init__(module, spec, backend="torch-cuda", device=device, threads=threads)
+        self.artifact_bytes = sum(p.numel() * p.element_size() for p in self.module.parameters())  # on the device
         self._events: list[tuple[Any, Any]] | None = None
-        torch.cuda.reset_peak_memory_stats(self.device)
+        self._resident = 0
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = to_tensors(self.spec, feed, self.device)
@@ -71,13 +71,17 @@ class CudaSession(TorchSession):
     def start_timing(self) -> None:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)  # this block's peak, not an earlier session's
+        self._resident = torch.cuda.memory_allocated(self.device)  # every live session's weights, and more
         self._events = []
 
     def stop_timing(self) -> DeviceStats:
+        """Device times of the timed calls; peak memory = this session's own weights plus what its calls
+        allocated above what was resident when the block started (other sessions' models excluded)."""
         torch.cuda.synchronize(self.device)
         events, self._events = self._events or [], None
+        working = torch.cuda.max_memory_allocated(self.device) - self._resident
         return {"device_ms": [start.elapsed_time(end) for start, end in events],
-                "peak_memory_mb": torch.cuda.max_memory_allocated(self.device) / 2**20}
+                "peak_memory_mb": (self.artifact_bytes + working) / 2**20}
 
 
 @BACKENDS.register
