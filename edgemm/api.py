@@ -57,9 +57,12 @@ def bench(artifacts: Sequence[str], *, out_dir: str | Path | None = None, labels
     return report, (write_report(report, out_dir) if out_dir else None)
 
 
-def check_regressions(baseline: str | Path, report: BenchReport, fail_on: str) -> Comparison:
-    """Compare with a baseline report; raises RegressionFound (exit 5) or ConfigError when nothing matches."""
-    return gate(BenchReport.load(baseline), report, parse_fail_on(fail_on), str(baseline))
+def check_regressions(baseline: str | Path, report: BenchReport, fail_on: str,
+                      out_dir: str | Path | None = None) -> Comparison:
+    """Compare with a baseline report (verdict in ``out_dir/regression.md``); raises RegressionFound (exit 5),
+    or ConfigError when nothing matches."""
+    return gate(BenchReport.load(baseline), report, parse_fail_on(fail_on), str(baseline),
+                Path(out_dir) / "regression.md" if out_dir else None)
 
 
 def report(reports: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, list[Path]]:

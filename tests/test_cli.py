@@ -117,6 +117,8 @@ def test_bench_baseline_gate_exits_5_on_a_regression(tiny_onnx, tmp_path):
                   str(tmp_path / "fast.json"), "--fail-on", "p50=50%")
     assert result.exit_code == 5, result.output
     assert "1 regression(s) against" in result.output and "p50_ms" in result.output
+    verdict = (tmp_path / "now" / "regression.md").read_text()  # for the CI comment, beside report.md
+    assert "**1 regression(s)**" in verdict and "| paired by |" in verdict and "| id |" in verdict
     result = _run("bench", str(tiny_onnx), *BENCH_FAST, "-o", str(tmp_path / "again"), "--baseline",
                   str(tmp_path / "base" / "report.json"), "--fail-on", "p50=1000%")
     assert result.exit_code == 0 and "no regression" in result.output and "1 result(s) compared" in result.output

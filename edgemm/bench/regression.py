@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from edgemm.artifacts import write_text
 from edgemm.bench.schema import BenchReport, Result
 from edgemm.errors import ConfigError, EdgemmError
 
@@ -106,9 +108,24 @@ def _worse(base: Result, result: Result, limits: dict[str, float]) -> list[str]:
     return found
 
 
-def gate(baseline: BenchReport, current: BenchReport, limits: dict[str, float], where: str) -> Comparison:
-    """Raise RegressionFound on a regression, ConfigError when nothing could be compared."""
+def to_markdown(comparison: Comparison, where: str, limits: dict[str, float]) -> str:
+    """The gate's verdict for a CI comment: what was compared with what, and what got worse."""
+    rows = [f"| {cur.label} | {base.label} | {how} |" for base, cur, how in comparison.pairs]
+    limit_text = ", ".join(f"{k}: {v:g} pts" if k == "accuracy" else f"{k}: +{100 * v:g} %" for k, v in limits.items())
+    verdict = (f"**{len(comparison.regressions)} regression(s)**:\n" + "\n".join(f"- {r}" for r in comparison.regressions)
+               if comparison.regressions else "**No regression.**")
+    notes = "".join(f"\n- {n}" for n in comparison.notes())
+    return (f"## Regression gate against {where}\n\nLimits: {limit_text}.\n\n| result | baseline | paired by |\n"
+            f"|---|---|---|\n" + "\n".join(rows) + f"\n\n{verdict}\n" + (f"\nNotes:{notes}\n" if notes else ""))
+
+
+def gate(baseline: BenchReport, current: BenchReport, limits: dict[str, float], where: str,
+         write_to: Path | None = None) -> Comparison:
+    """Raise RegressionFound on a regression, ConfigError when nothing could be compared; with ``write_to``,
+    the verdict is written there as Markdown first."""
     comparison = compare(baseline, current, limits)
+    if write_to is not None:
+        write_text(write_to, to_markdown(comparison, where, limits))
     if not comparison.pairs:
         raise ConfigError(f"no result of this run matches the baseline {where} (neither by artifact + backend nor by "
                           "name + backend)", "bench the same artifacts on the same backends as the baseline")

@@ -71,7 +71,7 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
             model = "runs/demo"
         result = api.compress(model, recipe, out_dir, data=data, threads=threads, timing=timing, log=log,
                               progress=progress)
-    out.print(tables.bench_table(result.report))
+    out.print(tables.bench_table(result.report, result.labels))
     g = result.gates
     out.print(f"[green]gates passed[/]: {g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "
               f"{100 * g['final_accuracy']:.2f} %, batch-{g['batch_size']} {g['speedup_vs_torch_eager']:.2f}× vs "
@@ -139,7 +139,7 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     out.print(f"wrote {paths[0]}, {paths[1]} and plots in {out_dir}")
     if baseline:
-        comparison = api.check_regressions(baseline, report, fail_on)
+        comparison = api.check_regressions(baseline, report, fail_on, out_dir)
         for note in comparison.notes():
             console.print(f"[yellow]note:[/] {note}", highlight=False)
         out.print(f"[green]no regression[/] against {baseline} ({fail_on}; {len(comparison.pairs)} result(s) compared)")

@@ -29,6 +29,7 @@ class CompressResult:
     report: BenchReport
     gates: dict
     stages: list[dict]
+    labels: dict[str, str]  # result id -> (a) torch fp32 eager / (b) ONNX Runtime fp32 / (c) compressed
 
 
 def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir: str | Path = "runs/compress", *,
@@ -87,7 +88,7 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                    config={"recipe": recipe.model_dump(mode="json"),
                            "profile": profile.model_dump(mode="json", by_alias=True)},
                    metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
-    return CompressResult(out_dir, final_path, report, gates, stages)
+    return CompressResult(out_dir, final_path, report, gates, stages, labels)
 
 
 def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...]:
