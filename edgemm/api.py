@@ -24,7 +24,7 @@ from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles, load_pro
 from edgemm.export.target import EXPORT_TARGETS, ExportResult
 from edgemm.export.validate import ValidationReport
 from edgemm.export.validate import validate as run_validation
-from edgemm.models.registry import ZOO, resolve_model
+from edgemm.models.registry import ZOO, resolve_model, with_data
 from edgemm.registry import Registry
 from edgemm.runtime import BACKENDS, load_session
 
@@ -34,19 +34,20 @@ REGISTRIES: dict[str, Registry] = {"stages": STAGES, "quantizers": QUANTIZERS, "
 
 
 def export(model: str, *, target: str = "onnx", profile: str = DEFAULT_PROFILE, out_dir: str | Path = "runs/export",
-           weights: str | Path | None = None) -> ExportResult:
-    """Export ``model`` for ``target`` with an export profile; returns an ``ExportResult``."""
+           weights: str | Path | None = None, data: str | None = None) -> ExportResult:
+    """Export ``model`` for ``target`` with an export profile and validate it on ``data`` (default: the
+    data the model records); the data reference is recorded in the artifact. Returns an ``ExportResult``."""
     exporter = EXPORT_TARGETS.get(target)
     settings = load_profile(profile)
     if settings.target != target:
         raise ConfigError(f"profile {settings.name!r} is for target {settings.target!r}, not {target!r}",
                           "pick a profile made for this target")
-    return exporter.export(resolve_model(model, weights), Path(out_dir), settings)
+    return exporter.export(with_data(resolve_model(model, weights), data), Path(out_dir), settings)
 
 
 def validate(candidate: str | Path, reference: str, *, profile: str = DEFAULT_PROFILE,
-             weights: str | Path | None = None) -> ValidationReport:
-    ref = resolve_model(reference, weights)
+             weights: str | Path | None = None, data: str | None = None) -> ValidationReport:
+    ref = with_data(resolve_model(reference, weights), data)
     return run_validation(ref, resolve_model(str(candidate)), load_profile(profile).validation)
 
 

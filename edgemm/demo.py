@@ -53,10 +53,10 @@ def train_zoo_model(name: str, out_dir: Path, config: TrainConfig,
         return manifest["metrics"]["accuracy"], True  # same model, same settings: reuse
     model = resolve_model(name)
     spec = model.spec
-    train, val = load_split(spec.dataset, "train"), load_split(spec.dataset, "val")
+    train, val = load_split(spec.dataset, "train", spec), load_split(spec.dataset, "val", spec)
     result = train_classifier(model.module, spec, train, val, config,
                               progress=(lambda d, t, _m: progress(name, d, t)) if progress else None)
-    accuracy = {split: evaluate(model.module, spec, load_split(spec.dataset, split)) for split in EVAL_SPLITS}
+    accuracy = {split: evaluate(model.module, spec, load_split(spec.dataset, split, spec)) for split in EVAL_SPLITS}
     files = save_model(model, out_dir)
     write_manifest(out_dir, kind="train", inputs={"dataset": spec.dataset},
                    config={**run_config, "key": _config_key(run_config)},

@@ -45,3 +45,7 @@ class GateFailed(EdgemmError):
     """A compression stage or recipe missed its accuracy/speed budget."""
 
     exit_code = 4
+
+
+class EdgemmWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints it as 'warning:')."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -62,3 +64,11 @@ class LazyModule:
 def lazy_import(name: str, install: str | None = None) -> Any:
     """A module imported on first use; ``install`` is the fix shown when it is missing."""
     return LazyModule(name, install)
+
+
+def import_user_module(name: str) -> Any:
+    """Import a module a user named (``mypkg.model:build``) the way ``python -m`` would: with the
+    current directory on the path, so a factory beside the user's data imports without PYTHONPATH."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(name)

@@ -9,7 +9,7 @@ entry point checks user-supplied inputs against it.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -38,6 +38,55 @@ class AxisRange(_Strict):
         return self
 
 
+# -- how a data column becomes this input (read by data folders, tables and functions) -----------
+class ImageFrom(_Strict):
+    """An image file (or decoded image) per row: resized to the input's H x W, scaled to [0, 1], then
+    ``(x - mean) / std`` per channel. Transparent pixels are laid over ``background``."""
+
+    kind: Literal["image"] = "image"
+    column: str = "image"
+    size: tuple[int, int] | None = Field(None, description="(height, width); default: the input's fixed H, W")
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    background: float = Field(1.0, ge=0, le=1, description="grey level under transparent pixels (1 = white)")
+
+
+class TokenizerFrom(_Strict):
+    """A text per row, tokenised by a Hugging Face tokenizer; ``field`` picks which of its outputs feeds
+    this input, so ``input_ids`` and ``attention_mask`` read one tokenisation of the same column."""
+
+    kind: Literal["tokenizer"] = "tokenizer"
+    column: str = "text"
+    tokenizer: str = Field(description="a folder holding a Hugging Face tokenizer (tokenizer.json or vocab.txt)")
+    field: str = Field("input_ids", description="input_ids | attention_mask | token_type_ids")
+    max_length: int | None = Field(None, ge=1, description="truncate to this; default: the sequence axis' max")
+
+
+class AudioFrom(_Strict):
+    """An audio file (or waveform) per row, resampled to ``sample_rate``: the waveform [batch, samples]
+    or a log-mel spectrogram [batch, n_mels, frames] (n_mels from the input's shape)."""
+
+    kind: Literal["audio"] = "audio"
+    column: str = "audio"
+    sample_rate: int = Field(16000, ge=1000)
+    features: Literal["waveform", "log-mel"] = "log-mel"
+    n_fft: int = Field(400, ge=16)
+    hop: int = Field(160, ge=1)
+    seconds: float | None = Field(None, gt=0, description="crop or pad every clip to this; default: the longest")
+    mean: float = 0.0
+    std: float = 1.0
+
+
+class ColumnFrom(_Strict):
+    """A numeric column (a number or a list of numbers per row), cast to the input's dtype."""
+
+    kind: Literal["column"] = "column"
+    column: str
+
+
+Preprocess = Annotated[Union[ImageFrom, TokenizerFrom, AudioFrom, ColumnFrom], Field(discriminator="kind")]
+
+
 class InputSpec(_Strict):
     name: str
     modality: Modality
@@ -46,7 +95,14 @@ class InputSpec(_Strict):
     value_range: tuple[float, float] | None = None
     vocab_size: int | None = Field(default=None, description="token inputs: ids lie in [0, vocab_size)")
     pad_id: int | None = None
+    preprocess: Preprocess | None = Field(None, description="how a dataset column becomes this input")
+    tower: str | None = Field(None, description="inputs read by one encoder share a tower name "
+                                                "(input_ids + attention_mask); default: the input's own name")
     description: str = ""
+
+    @property
+    def tower_name(self) -> str:
+        return self.tower or self.name
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
@@ -66,7 +122,8 @@ class TaskSpec(_Strict):
     kind: Literal["classification", "embedding"]
     output: str = Field(description="name of the output the metric reads")
     num_classes: int | None = None
-    labels: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = Field(None, description="class names, in index order")
+    label_column: str = Field("label", description="the column of a data folder or table holding the labels")
 
     @property
     def metric(self) -> str:
@@ -79,7 +136,10 @@ class ModelSpec(_Strict):
     outputs: tuple[OutputSpec, ...]
     task: TaskSpec
     axes: dict[str, AxisRange] = Field(default_factory=dict)
-    dataset: str | None = Field(default=None, description="name of a registered dataset with eval splits")
+    dataset: str | None = Field(default=None, description="the data: a registered dataset's name, a data folder, "
+                                                          "an .npz or module:function (see `edgemm list datasets`)")
+    trained: bool = Field(False, description="the factory loaded trained (or pretrained) weights: accuracy is "
+                                             "meaningful without --weights")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
@@ -106,6 +166,14 @@ class ModelSpec(_Strict):
     @property
     def modalities(self) -> dict[str, str]:
         return {i.name: i.modality for i in self.inputs}
+
+    @property
+    def towers(self) -> dict[str, list[str]]:
+        """Tower name -> the inputs it reads, in input order."""
+        groups: dict[str, list[str]] = {}
+        for spec in self.inputs:
+            groups.setdefault(spec.tower_name, []).append(spec.name)
+        return groups
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
@@ -204,6 +272,9 @@ def register_generator(modality: str) -> Callable[[Generator], Generator]:
 
 
 def _generic(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    field = spec.preprocess.field if isinstance(spec.preprocess, TokenizerFrom) else None
+    if field in ("attention_mask", "token_type_ids"):  # a mask of random ids is no mask: attend to all
+        return np.full(shape, 1 if field == "attention_mask" else 0, dtype=spec.dtype)
     if spec.vocab_size is not None:
         low = 0 if spec.pad_id is None else min(spec.pad_id + 1, spec.vocab_size - 1)
         return rng.integers(low, spec.vocab_size, size=shape).astype(spec.dtype)

@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None  # caps the run (tests, smoke runs)
     patience: int | None = None  # early stopping: epochs without validation gain, once the LR has annealed
+    keep_input: bool = False  # the input weights count as epoch 0: never return weights worse than them
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int = 0
     stopped_early: bool = False
+    input_val_accuracy: float | None = None  # with keep_input: the weights before training
+    best_epoch: int = 0  # 0: no epoch beat the input weights, which were kept
 
 
 def evaluate(model: Any, spec: ModelSpec, split: Split) -> float:
@@ -72,8 +75,13 @@ def task_loss(config: TrainConfig) -> LossFn:
 
 def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
         loss_fn: LossFn | None = None, progress: ProgressFn | None = None,
-        checkpoint_dir: Path | None = None) -> TrainResult:
-    """AdamW + one-cycle schedule; keeps the weights of the best validation epoch."""
+        checkpoint_dir: Path | None = None, param_groups: list[dict] | None = None,
+        frozen: list[Any] = ()) -> TrainResult:
+    """AdamW + one-cycle schedule; keeps the weights of the best validation epoch.
+
+    ``param_groups`` (AdamW groups, each with its own peak ``lr``) default to every parameter at
+    ``config.lr``; ``frozen`` modules are neither updated nor put in training mode (BatchNorm
+    statistics and dropout stay as they were), so they come out bit-identical."""
     torch.manual_seed(config.seed)
     rank, world = _dist()
     loss_fn = loss_fn or task_loss(config)
@@ -81,18 +89,26 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
     steps_per_epoch = -(-len(train) // config.batch_size)
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(
         config.max_steps, config.epochs * steps_per_epoch)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total,
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+    peaks = [g.get("lr", config.lr) for g in groups]
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=peaks, total_steps=total,
                                                    pct_start=WARMUP_SHARE)
-    state = {"epoch": 0, "step": 0, "best": -1.0, "stale": 0, "history": [], "stopped_early": False}
+    state = {"epoch": 0, "step": 0, "best": -1.0, "stale": 0, "history": [], "stopped_early": False,
+             "input": None, "best_epoch": 0}
     best_state = None
     if checkpoint_dir is not None:
         state, best_state = _resume(checkpoint_dir, model, optimiser, schedule, config, state)
+    if config.keep_input and state["epoch"] == 0:  # the input is the bar every epoch must clear
+        state["input"] = state["best"] = evaluate(model, spec, val)
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start, resumed = time.perf_counter(), state["epoch"]
     for epoch in range(state["epoch"], config.epochs):
         if state["stopped_early"]:  # resumed after the run had already stopped
             break
         model.train()
+        for module in frozen:
+            module.eval()
         order = np.random.default_rng(config.seed + epoch).permutation(len(train))
         shuffled = train.take(order)
         for inputs, labels in shuffled.batches(config.batch_size):
@@ -111,9 +127,9 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
         state["history"].append({"epoch": epoch + 1, "loss": float(loss.item()), "val_accuracy": val_acc})
         state["epoch"] = epoch + 1
         if val_acc > state["best"]:
-            state["best"], state["stale"] = val_acc, 0
+            state["best"], state["stale"], state["best_epoch"] = val_acc, 0, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif _settling(state["step"], total, schedule.get_last_lr()[0], config.lr):
+        elif _settling(state["step"], total, schedule.get_last_lr()[0], peaks[0]):
             state["stale"] += 1
         state["stopped_early"] = bool(config.patience and state["stale"] >= config.patience)
         if checkpoint_dir is not None and rank == 0:
@@ -126,7 +142,7 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(state["best"], state["epoch"], time.perf_counter() - start, state["history"], resumed,
-                       state["stopped_early"])
+                       state["stopped_early"], state.get("input"), state.get("best_epoch", 0))
 
 
 def _settling(step: int, total: int, lr: float, peak_lr: float) -> bool:

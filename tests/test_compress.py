@@ -166,9 +166,20 @@ def test_fallback_keeps_the_most_sensitive_tower_in_float_first(fallback_inputs,
 def test_fallback_fails_loudly_when_the_gate_stays_out_of_reach(fallback_inputs, tmp_path, granularity, retreat):
     """An unreachable gate: parts are kept in float try by try, then it raises instead of returning a model."""
     fp32, feeds = fallback_inputs
+    def evaluate(path: Path) -> float:
+        return _tower_sensitive_accuracy(path) + 0.06  # float 96 %: the gate is reachable in float, not in int8
+
     with pytest.raises(GateFailed, match=rf"misses its accuracy gate.*after 3 tries.*{retreat}") as err:
-        _fallback(fp32, tmp_path, feeds, _tower_sensitive_accuracy, 0.95, max_tries=2, granularity=[granularity])
-    assert "quantize all → 76.00 %" in str(err.value)
+        _fallback(fp32, tmp_path, feeds, evaluate, 0.955, max_tries=2, granularity=[granularity])
+    assert "quantize all → 82.00 %" in str(err.value)
+
+
+def test_fallback_says_when_the_loss_is_upstream(fallback_inputs, tmp_path):
+    """The float model already misses the gate: no int8 placement can help, so it says where to look."""
+    fp32, feeds = fallback_inputs
+    with pytest.raises(GateFailed, match="float model entering quantize already misses the gate: 90.00 %") as err:
+        _fallback(fp32, tmp_path, feeds, _tower_sensitive_accuracy, 0.95, max_tries=2, granularity=["tower"])
+    assert "prune less" in err.value.hint and "max_tries" not in err.value.hint
 
 
 @pytest.mark.parametrize("mutate, message", [

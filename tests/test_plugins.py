@@ -95,31 +95,12 @@ def test_a_zoo_model_is_one_file(plugin):
     assert "demo-late-fusion" in listing.output
 
 
-def test_a_data_format_is_one_file(plugin, tmp_path):
-    plugin("npz_format", DATASETS, "npz")
+def test_a_dataset_is_one_file(plugin, tmp_path):
+    plugin("seeded_dataset", DATASETS, "seeded-random")
+    assert "seeded-random" in [d["name"] for d in api.components("datasets")["datasets"]]
     model = resolve_model(FACTORY)
-    feed = model.spec.example_inputs({"batch": 40, "seq": 6}, seed=3)
-    labels = load_session(model).run(feed)["scores"].argmax(1)
-    labels[:10] = (labels[:10] + 1) % 5  # a quarter of the labels disagree with the model
-    data = tmp_path / "mine.npz"
-    np.savez(data, **{f"test/{k}": v for k, v in feed.items()}, **{"test/labels": labels})
-    split = load_split(str(data), "test")
-    assert accuracy(load_session(model), split) == pytest.approx(0.75)
-    # a model whose contract names the file gets accuracy in bench, like the demo's dataset
-    own = LoadedModel(model.spec.model_copy(update={"dataset": str(data)}), FACTORY, "factory", model.module, FACTORY)
-    save_model(own, tmp_path / "run")
-    report, _ = api.bench([str(tmp_path / "run")], batch_sizes=(2,), threads=1, splits=("test",), timing=FAST)
-    assert report.results[0].accuracy == {"test": pytest.approx(0.75)}
-    # compress on it: splits come from the data, not from the demo's names (it has no 'ood')
-    splits = {name: model.spec.example_inputs({"batch": 40, "seq": 6}, seed=seed) for seed, name in enumerate(
-        ("train", "val"), start=10)}
-    np.savez(data, **{f"{s}/{k}": v for s, feed in {**splits, "test": feed}.items() for k, v in feed.items()},
-             **{f"{s}/labels": labels for s in ("train", "val", "test")})
-    quantize = {"name": "q", "gates": {"max_accuracy_drop": 100}, "stages": [{"stage": "quantize", "calibration_samples": 16}]}
-    result = api.compress(FACTORY, recipe_model().model_validate(quantize), tmp_path / "c", data=str(data),
-                          batch_sizes=(1,), timing=FAST, log=lambda _m: None)
-    assert result.report.settings.splits == ["test"] and result.report.results[2].accuracy["test"] > 0
-    holdout = {**quantize, "gates": {"split": "holdout"}}
-    with pytest.raises(ConfigError, match="has no split 'holdout' \\(read by gates.split\\)"):
-        api.compress(FACTORY, recipe_model().model_validate(holdout), tmp_path / "h", data=str(data))
-    assert not (tmp_path / "h").exists()  # refused before any stage ran
+    split = load_split("seeded-random", "test", model.spec)
+    predicted = load_session(model).run(split.inputs)["scores"].argmax(1)
+    report, _ = api.bench([FACTORY], batch_sizes=(2,), threads=1, splits=("test",), timing=FAST,
+                          dataset="seeded-random")
+    assert report.results[0].accuracy == {"test": pytest.approx(float((predicted == 0).mean()))}

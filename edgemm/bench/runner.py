@@ -18,7 +18,7 @@ from edgemm.data.datasets import load_split
 from edgemm.environment import machine_info, peak_rss_mb, rss_mb
 from edgemm.errors import ConfigError, InputError
 from edgemm.lazy import lazy_import
-from edgemm.models.registry import LoadedModel, resolve_model
+from edgemm.models.registry import LoadedModel, resolve_model, with_data
 from edgemm.runtime import Session, default_backend, fidelity, load_session, task_outputs, torch_threads
 from edgemm.runtime.session import BACKENDS
 
@@ -85,7 +85,7 @@ def load_targets(refs: list[str], backends: list[str] | None, threads: int,
                                   "give each artifact once")
             before = rss_mb()
             session = load_session(model, backend, threads)
-            target = BenchTarget(model, session, name, digest, dataset or model.spec.dataset)
+            target = BenchTarget(model, session, name, digest, with_data(model, dataset).spec.dataset)
             target.result = _describe(target)
             target.result.memory["load_rss_mb"] = round(rss_mb() - before, 2)
             targets.append(target)
@@ -121,7 +121,7 @@ def latency_inputs(model: LoadedModel, batch_size: int, split: str | None,
     there is a dataset with enough of them, else inputs generated from the contract."""
     spec, dataset = model.spec, dataset or model.spec.dataset
     if dataset and split:
-        data = load_split(dataset, split).for_inputs(spec.input_names)
+        data = load_split(dataset, split, spec).for_inputs(spec.input_names)
         if len(data) >= batch_size:
             return data.head(batch_size).inputs, f"{dataset}/{split}[:{batch_size}]"
     return spec.example_inputs({"batch": batch_size}, seed=0), "generated from the contract (opt sizes)"
@@ -148,7 +148,7 @@ def score(targets: list[BenchTarget], splits: Sequence[str], say: ProgressFn) ->
             continue
         say(f"accuracy: {target.label}")
         for split in splits:
-            data = load_split(target.dataset, split).for_inputs(spec.input_names)
+            data = load_split(target.dataset, split, spec).for_inputs(spec.input_names)
             target.outputs[split] = task_outputs(target.session, data)
             result.accuracy[split] = metrics.accuracy(target.outputs[split], data.labels)
     reference = targets[0]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgemm.errors import EdgemmError
+from edgemm.errors import EdgemmError, EdgemmWarning
 
 console = Console(stderr=True)
 # Wide tables stay readable in CI logs and pipes, where rich would otherwise assume 80 columns.
@@ -26,8 +26,20 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+    warnings.filterwarnings("always", category=EdgemmWarning)  # ours are meant for the user: shown once each
+    warnings.showwarning = _show_warning
+    for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch.utils._pytree", "torchao", "onnxscript", "onnx_ir"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+_library_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, *args, **kwargs) -> None:  # noqa: ANN001 - the warnings.showwarning signature
+    if issubclass(category, EdgemmWarning):
+        console.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _library_showwarning(message, category, *args, **kwargs)
 
 
 def handles_errors(fn: F) -> F:

@@ -35,6 +35,8 @@ Backend = choices("Backend", BACKENDS.names())
 Target = choices("Target", EXPORT_TARGETS.names())
 ModelArg = Annotated[str, typer.Argument(help="zoo name, package.module:factory, run directory or .onnx file")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(help="weights: .safetensors or a tensors-only torch checkpoint")]
+DataOpt = Annotated[Optional[str], typer.Option(
+    help="data folder (metadata.csv + files), .npz, module:function or registered name (default: the model's)")]
 ProfileOpt = Annotated[str, typer.Option(help=f"name in export_profiles/ ({', '.join(available_profiles())}) or a YAML path")]
 
 
@@ -59,7 +61,7 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="run director
 @option_group(TimingSettings, "timing", defaults=TimingSettings.for_compress())
 def compress(model: Annotated[Optional[str], typer.Argument(help="trained model; default: the demo's, trained if needed")] = None,
              recipe: Annotated[Optional[str], typer.Option(help=f"recipe name ({', '.join(available_recipes())}) or YAML path")] = None,
-             data: Annotated[Optional[str], typer.Option(help="dataset name (default: the model's)")] = None,
+             data: DataOpt = None, weights: WeightsOpt = None,
              out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/compress"),
              threads: Annotated[int, typer.Option(min=1, help="threads for latency figures")] = 1,
              timing: TimingSettings = TimingSettings.for_compress()) -> None:
@@ -69,7 +71,7 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
             log("no model given: training the built-in demo model first (runs/demo)")
             demos.run_demo("runs/demo", progress=progress, log=log, bench=False)
             model = "runs/demo"
-        result = api.compress(model, recipe, out_dir, data=data, threads=threads, timing=timing, log=log,
+        result = api.compress(model, recipe, out_dir, data=data, weights=weights, threads=threads, timing=timing, log=log,
                               progress=progress)
     out.print(tables.bench_table(result.report, result.labels))
     g = result.gates
@@ -85,10 +87,10 @@ def export(model: ModelArg,
            target: Annotated[Target, typer.Option(help="what to build (`edgemm list targets`)")] = Target("onnx"),
            profile: ProfileOpt = DEFAULT_PROFILE,
            out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/export"),
-           weights: WeightsOpt = None) -> None:
+           weights: WeightsOpt = None, data: DataOpt = None) -> None:
     """Export (ONNX: dynamic axes, onnxslim) and validate against PyTorch on held-out samples."""
     with status(f"exporting {model} to {target.value}"):
-        result = api.export(model, target=target.value, profile=profile, out_dir=out_dir, weights=weights)
+        result = api.export(model, target=target.value, profile=profile, out_dir=out_dir, weights=weights, data=data)
     for check in result.validation.checks if result.validation else []:
         agree = "" if check.top1_agreement is None else f", top-1 agreement {check.top1_agreement:.4f}"
         out.print(f"[green]✓[/] {check.output}: max abs error {check.max_abs_error:.2e}, "
@@ -102,9 +104,9 @@ def export(model: ModelArg,
 @handles_errors
 def validate(candidate: Annotated[Path, typer.Argument(help="an .onnx file")],
              reference: Annotated[str, typer.Option(help="the PyTorch model it should match")],
-             profile: ProfileOpt = DEFAULT_PROFILE, weights: WeightsOpt = None) -> None:
+             profile: ProfileOpt = DEFAULT_PROFILE, weights: WeightsOpt = None, data: DataOpt = None) -> None:
     """Compare an ONNX artifact with its PyTorch reference; exit 3 when it disagrees."""
-    report = api.validate(candidate, reference, profile=profile, weights=weights)
+    report = api.validate(candidate, reference, profile=profile, weights=weights, data=data)
     if not report.passed:
         raise ValidationFailed(f"{candidate} disagrees with {reference}: {report.failure_text()}",
                                "re-export it from the reference model")
@@ -121,6 +123,7 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
           threads: ThreadsOpt = None,
           split: Annotated[list[str], typer.Option(help="eval split(s) for accuracy")] = ["test"],  # noqa: B006
           label: Annotated[Optional[list[str]], typer.Option(help="display name per artifact, in order")] = None,
+          data: DataOpt = None,
           breakdown: Annotated[bool, typer.Option(help="time preprocessing, each tower and fusion (torch)")] = False,
           baseline: Annotated[Optional[Path], typer.Option(help="report.json to compare with (CI gate)")] = None,
           fail_on: Annotated[str, typer.Option(help="thresholds vs --baseline, e.g. 'p50=10%,accuracy=1'")] = "p50=10%,p90=15%,accuracy=1",
@@ -133,7 +136,7 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
     with status("benchmarking") as say:
         report, paths = api.bench(artifacts, backends=[b.value for b in backend] if backend else None,
                                   batch_sizes=tuple(batch_size), threads=threads, splits=tuple(split), timing=timing,
-                                  breakdown=breakdown, labels=label, out_dir=out_dir, progress=say)
+                                  breakdown=breakdown, labels=label, dataset=data, out_dir=out_dir, progress=say)
     out.print(tables.bench_table(report))
     for warning in report.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)

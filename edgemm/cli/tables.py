@@ -53,17 +53,27 @@ def bench_table(report: BenchReport, labels: Mapping[str, str] | None = None) ->
 
 
 def spec_table(spec: ModelSpec) -> Table:
-    table = Table(title=f"{spec.name}  (task: {spec.task.kind}, metric: {spec.task.metric}, dataset: {spec.dataset})")
-    for col in ("input", "modality", "dtype", "shape", "range / vocab", "description"):
+    trained = "trained weights" if spec.trained else "weights: as built"
+    table = Table(title=escape(f"{spec.name}  (task: {spec.task.kind}, metric: {spec.task.metric}, "
+                               f"data: {spec.dataset}, {trained})"))
+    for col in ("input", "modality", "tower", "dtype", "shape", "range / vocab", "read from data as", "description"):
         table.add_column(col)
     for i in spec.inputs:
         rng = f"vocab {i.vocab_size}" if i.vocab_size else (f"{i.value_range}" if i.value_range else "-")
-        table.add_row(i.name, i.modality, i.dtype, str(list(i.shape)), rng, i.description)
+        table.add_row(*(escape(c) for c in (i.name, i.modality, i.tower_name, i.dtype, str(list(i.shape)), rng,
+                                            _preprocess_text(i.preprocess), i.description)))
     for name, axis in spec.axes.items():
-        table.add_row(f"axis {name}", "", "", f"min {axis.min} / opt {axis.opt} / max {axis.max}", "", "")
+        table.add_row(f"axis {escape(name)}", "", "", "", f"min {axis.min} / opt {axis.opt} / max {axis.max}", "", "", "")
     for o in spec.outputs:
-        table.add_row(f"→ {o.name}", "output", "", str(list(o.shape)), "", o.description)
+        table.add_row(escape(f"→ {o.name}"), "output", "", "", escape(str(list(o.shape))), "", "", escape(o.description))
     return table
+
+
+def _preprocess_text(how: Any) -> str:
+    if how is None:
+        return "-"
+    details = how.model_dump(exclude={"kind", "column"}, exclude_defaults=True)
+    return f"{how.kind}({how.column!r}" + "".join(f", {k}={v}" for k, v in details.items()) + ")"
 
 
 def components_table(kind: str, entries: list[dict[str, Any]]) -> Table:

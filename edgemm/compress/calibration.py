@@ -29,5 +29,5 @@ def check_calibration(spec: ModelSpec, split: Split, batch_size: int = 32) -> li
 
 
 def calibration_feeds(spec: ModelSpec, dataset: str, split: str, samples: int) -> list[dict[str, np.ndarray]]:
-    data = load_split(dataset, split)
+    data = load_split(dataset, split, spec)
     return check_calibration(spec, data.take(np.arange(min(samples, len(data)))))

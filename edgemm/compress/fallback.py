@@ -17,7 +17,7 @@ from pydantic import Field
 
 from edgemm.compress.graph import nodes_by_tower
 from edgemm.config import Strict
-from edgemm.errors import GateFailed
+from edgemm.errors import ConfigError, GateFailed
 from edgemm.lazy import lazy_import
 
 onnx = lazy_import("onnx")
@@ -57,10 +57,15 @@ class QuantizeOutcome:
 def quantize_with_fallback(fp32: Path, graph: Path, work_dir: Path, quantize: QuantizeFn, op_types: list[str],
                            keep_float: list[str], settings: FallbackSettings, feeds: list[dict[str, np.ndarray]],
                            evaluate: Callable[[Path], float], min_accuracy: float,
-                           log: Callable[[str], None] = lambda _m: None) -> QuantizeOutcome:
+                           log: Callable[[str], None] = lambda _m: None,
+                           tower_of: dict[str, str] | None = None) -> QuantizeOutcome:
     """Quantize ``fp32`` (whose nodes are named as in ``graph``, the quantizer's pre-processed copy) until
     ``evaluate`` reaches ``min_accuracy``: towers in ``keep_float`` stay float from the start."""
-    groups = nodes_by_tower(onnx.load(str(graph)), op_types)
+    groups = nodes_by_tower(onnx.load(str(graph)), op_types, tower_of)
+    unknown = [t for t in keep_float if t not in groups]
+    if unknown:
+        raise ConfigError(f"quantize.keep_float names {unknown}, which are not towers with quantizable nodes",
+                          f"the towers here are {sorted(groups)}")
     attempts: list[Attempt] = []
 
     def attempt(kept: list[str], label: str, kind: str = "try") -> tuple[Path, float]:
@@ -73,8 +78,12 @@ def quantize_with_fallback(fp32: Path, graph: Path, work_dir: Path, quantize: Qu
     kept = [n for tower in keep_float for n in groups.get(tower, [])]
     path, acc = attempt(kept, "quantize all" if not kept else f"keep {keep_float} in float")
     tries, sensitivity = 0, {}
+    float_accuracy = evaluate(fp32) if acc < min_accuracy else None
+    if float_accuracy is not None and float_accuracy < min_accuracy:  # no int8 placement can fix this
+        raise GateFailed(f"the float model entering quantize already misses the gate: {100 * float_accuracy:.2f} % "
+                         f"< required {100 * min_accuracy:.2f} %", "the loss is upstream: prune less, distill "
+                         "longer, or give that stage a max_accuracy_drop so it stops there")
     if acc < min_accuracy and "tower" in settings.granularity and settings.max_tries:
-        float_accuracy = evaluate(fp32)
         candidates = [t for t in groups if t not in keep_float]
         for tower in candidates:  # accuracy lost when only this tower is quantized
             others = [n for t in groups if t != tower for n in groups[t]]

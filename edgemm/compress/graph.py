@@ -1,20 +1,24 @@
-"""Which tower an ONNX node belongs to: the set of graph inputs it depends on.
+"""Which tower an ONNX node belongs to: the towers of the graph inputs it depends on.
 
-A node fed only by ``image`` is in the image tower; one fed by several inputs is
-part of the fusion. This needs no naming convention from the user's model.
+The contract groups inputs into towers (``input_ids`` + ``attention_mask`` feed one text tower). A
+node fed only by the text tower's inputs is in the text tower; one fed by several towers is part
+of the fusion. This needs no naming convention from the user's model.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Mapping
 
 FUSION = "fusion"
 
 
-def node_towers(model) -> dict[str, str]:
-    """Map node name -> tower (an input name, or 'fusion' when several inputs meet)."""
+def node_towers(model, tower_of: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Map node name -> tower (``tower_of[input]``, by default the input's name; 'fusion' where towers meet)."""
     graph = model.graph
     initialisers = {i.name for i in graph.initializer}
-    sources: dict[str, frozenset[str]] = {i.name: frozenset([i.name]) for i in graph.input if i.name not in initialisers}
+    tower_of = tower_of or {}
+    sources: dict[str, frozenset[str]] = {i.name: frozenset([tower_of.get(i.name, i.name)])
+                                          for i in graph.input if i.name not in initialisers}
     towers = {}
     for node in graph.node:  # ONNX graphs are topologically sorted
         deps = frozenset().union(*(sources.get(x, frozenset()) for x in node.input if x))
@@ -24,10 +28,11 @@ def node_towers(model) -> dict[str, str]:
     return towers
 
 
-def nodes_by_tower(model, op_types: list[str] | None = None) -> dict[str, list[str]]:
+def nodes_by_tower(model, op_types: list[str] | None = None,
+                   tower_of: Mapping[str, str] | None = None) -> dict[str, list[str]]:
     op_filter = set(op_types) if op_types else None
     grouped: dict[str, list[str]] = defaultdict(list)
-    towers = node_towers(model)
+    towers = node_towers(model, tower_of)
     for node in model.graph.node:
         if op_filter is None or node.op_type in op_filter:
             grouped[towers[node.name]].append(node.name)

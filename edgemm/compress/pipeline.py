@@ -13,12 +13,12 @@ from edgemm.bench.runner import run_bench
 from edgemm.bench.schema import BenchReport
 from edgemm.compress.gates import check_gates
 from edgemm.compress.recipe import RecipeBase, load_recipe
-from edgemm.compress.runner import check_recipe, plan, run_stage
+from edgemm.compress.runner import check_recipe, plan, run_stage, stage_budgets
 from edgemm.compress.stage import Artifact, Context
-from edgemm.data.datasets import find_source
-from edgemm.errors import ConfigError, GateFailed
+from edgemm.data.datasets import find_source, load_split
+from edgemm.errors import ConfigError, GateFailed, InputError
 from edgemm.export.profiles import load_profile
-from edgemm.models.registry import resolve_model, save_model
+from edgemm.models.registry import resolve_model, save_model, with_data
 
 
 
@@ -33,23 +33,26 @@ class CompressResult:
 
 
 def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir: str | Path = "runs/compress", *,
-             data: str | None = None, threads: int | None = 1, batch_sizes: tuple[int, ...] = (1, 16),
+             data: str | None = None, weights: str | Path | None = None, threads: int | None = 1, batch_sizes: tuple[int, ...] = (1, 16),
              timing: TimingSettings | None = None, log: Callable[[str], None] = print,
              progress: Callable | None = None) -> CompressResult:
     recipe = recipe if isinstance(recipe, RecipeBase) else load_recipe(recipe)
     profile = load_profile(recipe.target)
-    teacher = resolve_model(model)
+    teacher = resolve_model(model, weights)
     if teacher.module is None:
         raise ConfigError(f"{model} is an ONNX file; compress starts from a PyTorch model",
                           "give the trained model (run directory, module:factory with --weights, zoo name)")
-    dataset = data or teacher.spec.dataset
+    dataset = with_data(teacher, data).spec.dataset  # recorded in every artifact of the run
     if not dataset:
-        raise ConfigError(f"model {teacher.spec.name!r} names no dataset for calibration and gates",
-                          "pass --data NAME of a registered dataset")
+        raise ConfigError(f"model {teacher.spec.name!r} names no data for calibration and gates",
+                          "pass --data: a data folder, an .npz, module:function or a registered name "
+                          "(README: 'Compress your own model')")
     splits = find_source(dataset).splits_for(dataset)
     check_recipe(recipe, dataset, splits)
+    check_data(teacher.spec, dataset, recipe.gates.split)
     if not teacher.trained:
-        log("warning: the input model has random weights; accuracy figures will be meaningless")
+        log("warning: the input model's weights are its factory's initial ones (no --weights, and its contract "
+            "does not say trained=True): accuracy figures will be meaningless")
     out_dir = Path(out_dir)
     for stale in ("final", "manifest.json", "gate_report.json", "gate_report.md"):
         path = out_dir / stale
@@ -63,8 +66,8 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
     artifact, stages, steps = source, [], plan(recipe)
     if steps[0][0] == "export":  # the input's export is the reference export: do not redo it
         artifact, steps = reference_onnx, steps[1:]
-    for index, (name, config) in enumerate(steps, start=2):
-        artifact, metrics = run_stage(index, name, config, artifact, ctx)
+    for index, ((name, config), gated) in enumerate(zip(steps, stage_budgets(steps)), start=2):
+        artifact, metrics = run_stage(index, name, config, artifact, ctx, gated)
         stages.append({"stage": name, **{k: v for k, v in metrics.items() if k != "history"}})
     log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
     refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]
@@ -89,6 +92,17 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                            "profile": profile.model_dump(mode="json", by_alias=True)},
                    metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
     return CompressResult(out_dir, final_path, report, gates, stages, labels)
+
+
+def check_data(spec, dataset: str, split: str) -> None:
+    """Before the first stage: the data gives every input the model takes, in the contract's dtypes and shapes."""
+    sample = load_split(dataset, split, spec)
+    if not len(sample):
+        raise ConfigError(f"split {split!r} of {dataset} is empty", "give the split some rows")
+    try:
+        spec.check_inputs(sample.for_inputs(spec.input_names).head(2).inputs)
+    except InputError as err:
+        raise InputError(f"data {dataset}, split {split!r}: {err.args[0]}", err.hint) from None
 
 
 def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...]:

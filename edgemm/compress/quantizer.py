@@ -42,7 +42,8 @@ class QuantizeConfig(StageConfig):
     backend: str
     calibration_samples: int = Field(512, ge=1)
     calibration_split: str = "train"
-    keep_float: list[str] = Field(default_factory=list, description="towers (input names) kept in float")
+    keep_float: list[str] = Field(default_factory=list, description="towers kept in float (the contract's tower "
+                                                                 "names: an input's name unless it sets tower)")
     fallback: FallbackSettings = FallbackSettings()
 
 
@@ -94,7 +95,8 @@ class OnnxQuantizer(Quantizer):
         min_accuracy = ctx.reference_accuracy - ctx.allowed_drop(config.max_accuracy_drop)
         outcome = quantize_with_fallback(artifact.path, self.prepare(artifact.path, work), work, quantize,
                                          scheme.op_types, config.keep_float, config.fallback, feeds, evaluate,
-                                         min_accuracy, log=ctx.log)
+                                         min_accuracy, log=ctx.log,
+                                         tower_of={i.name: i.tower_name for i in model.spec.inputs})
         final = save_onnx(onnx.load(str(outcome.path)), model.spec, ctx.stage_dir / "model.onnx")
         shutil.rmtree(work, ignore_errors=True)
         return Artifact("onnx", final), {"scheme": scheme.model_dump(), "backend": self.name, **outcome.to_dict()}

@@ -62,6 +62,19 @@ def _stage_key(name: str, config: StageConfig | None, artifact: Artifact, ctx: C
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _check_stage_gate(stage, label: str, config: StageConfig | None, metrics: dict, ctx: Context, gated: bool) -> None:
+    """The stage's own max_accuracy_drop, and the recipe's budget once no later stage can win accuracy back."""
+    limit = getattr(config, "max_accuracy_drop", None)
+    drop = metrics["accuracy_drop_points"]
+    if limit is not None and drop > limit + 1e-9:
+        raise GateFailed(f"stage {label} dropped {ctx.gates.split} accuracy by {drop:.2f} points (its budget: {limit})",
+                         stage.gate_fix)
+    allowed = 100 * ctx.allowed_drop(None)
+    if gated and drop > allowed + 1e-9:
+        raise GateFailed(f"stage {label} dropped {ctx.gates.split} accuracy by {drop:.2f} points, beyond the recipe's "
+                         f"budget of {allowed:.2f}, and no later stage trains to win it back", stage.gate_fix)
+
+
 def _output_of(stage_dir: Path, manifest: dict) -> Artifact:
     kind = manifest["metrics"]["artifact_kind"]
     return Artifact(kind, stage_dir / "model.onnx" if kind == "onnx" else stage_dir)
@@ -78,8 +91,14 @@ def _prepare_folder(stage_dir: Path, key: str, resumable: bool) -> bool:
     return False
 
 
+def stage_budgets(steps: list[tuple[str, StageConfig | None]]) -> list[bool]:
+    """For each step: whether the recipe's accuracy budget applies right after it. It does once no later
+    stage trains: from there accuracy only goes down, so a stage that already misses stops the run."""
+    return [not any(STAGES.get(name, usable=False).recovers for name, _ in steps[i + 1:]) for i in range(len(steps))]
+
+
 def run_stage(index: int, name: str, config: StageConfig | None, artifact: Artifact,
-              ctx: Context) -> tuple[Artifact, dict]:
+              ctx: Context, gated: bool = False) -> tuple[Artifact, dict]:
     stage = STAGES.get(name)
     stage_dir = ctx.out_dir / f"{index:02d}-{name}"
     key = _stage_key(name, config, artifact, ctx)
@@ -97,10 +116,7 @@ def run_stage(index: int, name: str, config: StageConfig | None, artifact: Artif
                    accuracy_drop_points=round(100 * (ctx.reference_accuracy - accuracy), 3))
     ctx.log(f"{stage_dir.name}: {ctx.gates.split} accuracy {100 * accuracy:.2f} % "
             f"(reference {100 * ctx.reference_accuracy:.2f} %)")
-    limit = getattr(config, "max_accuracy_drop", None)
-    if limit is not None and 100 * (ctx.reference_accuracy - accuracy) > limit:
-        raise GateFailed(f"stage {stage_dir.name} dropped accuracy by {metrics['accuracy_drop_points']:.2f} points "
-                         f"(budget {limit})", "lower the stage's ratio or raise its max_accuracy_drop")
+    _check_stage_gate(stage, stage_dir.name, config, metrics, ctx, gated)
     (stage_dir / IN_PROGRESS).unlink(missing_ok=True)
     files = [p.name for p in stage_dir.iterdir() if p.is_file() and p.name != "manifest.json"]
     write_manifest(stage_dir, kind=f"stage:{name}", inputs={"artifact": str(artifact.path), "sha256": artifact.sha256()},

@@ -51,7 +51,7 @@ class Context:
 
     def split(self, name: str | None = None) -> Split:
         """A split of the run's dataset (default: the one the gates read)."""
-        return load_split(self.dataset, name or self.gates.split)
+        return load_split(self.dataset, name or self.gates.split, self.teacher.spec)
 
     def session_accuracy(self, session: Session, split: str | None = None) -> float:
         return accuracy(session, self.split(split))
@@ -80,6 +80,8 @@ class Stage(Component):
     in_recipes: ClassVar[bool] = True  # False: inserted by the planner (the ONNX export), not written in recipes
     resumable: ClassVar[bool] = False  # True: an interrupted run keeps its folder (checkpoints) for the next try
     uses_gates: ClassVar[bool] = False  # True: its output depends on the recipe's gates (part of its reuse key)
+    recovers: ClassVar[bool] = False  # True: it trains, so accuracy lost before it may come back (distillation)
+    gate_fix: ClassVar[str] = "compress less in this stage, or raise its max_accuracy_drop"
 
     def config_type(self) -> Any:
         """The type a recipe entry is validated against (a union when the stage has backends)."""

@@ -1,20 +1,30 @@
 """Data sources: a model spec names its dataset; stages, gates and benchmarks ask for a split.
 
 A :class:`DataSource` is a registered component, one module each in ``edgemm/data/sources/``:
-a named dataset (``edgemm-digits``) or a file format that claims the references it can read.
-A source may also offer raw sensor samples and per-input preprocessors, which the
-per-modality latency breakdown times.
+a named dataset (``edgemm-digits``) or a format that claims the references it can read (a data
+folder, an ``.npz``, ``module:function``). Sources that read raw columns turn them into model
+inputs as the model contract's ``preprocess`` says, so ``load`` gets the contract. A source may
+also offer raw sensor samples and per-input preprocessors, which the per-modality latency
+breakdown times.
+
+The reference a user gives with ``--data`` is recorded in the artifacts a command writes (the
+contract's ``dataset``), so later commands on those artifacts find the same data.
 """
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from edgemm.errors import ConfigError, InputError
+from edgemm.errors import ConfigError, EdgemmWarning, InputError
 from edgemm.registry import Component, Registry
+
+if TYPE_CHECKING:
+    from edgemm.spec import ModelSpec
 
 
 @dataclass
@@ -56,6 +66,7 @@ class DataSource(Component):
 
     splits: ClassVar[tuple[str, ...]] = ()
     preprocessors: ClassVar[dict[str, Preprocessor] | None] = None  # per input name: raw -> model input
+    runs_code: ClassVar[bool] = False  # True: loading calls code the reference names (module:function)
 
     def matches(self, ref: str) -> bool:
         """Named datasets answer to their name; file formats override this to claim paths."""
@@ -65,7 +76,8 @@ class DataSource(Component):
         return self.splits
 
     @abstractmethod
-    def load(self, split: str, ref: str) -> Split: ...
+    def load(self, split: str, ref: str, spec: "ModelSpec | None" = None) -> Split:
+        """The split's model inputs and labels; ``spec`` says how raw columns become inputs."""
 
     def raw_sample(self, split: str = "test", index: int = 0) -> dict[str, Any] | None:
         """One sample as the sensors deliver it (for end-to-end timing); None when not offered."""
@@ -79,12 +91,38 @@ def find_source(ref: str) -> DataSource:
     for source in DATASETS:
         if source.matches(ref):
             return source
-    raise ConfigError(f"unknown dataset {ref!r}", f"choose one of {', '.join(DATASETS.names())}")
+    looks_like_path = "/" in ref or "\\" in ref or Path(ref).suffix != ""
+    if looks_like_path and not Path(ref).exists():
+        raise ConfigError(f"data {ref!r} does not exist", "give an existing data folder or .npz file")
+    raise ConfigError(f"unknown dataset {ref!r}: not a registered name, a data folder, an .npz file or "
+                      "module:function", f"registered: {', '.join(DATASETS.names())}; see `edgemm list datasets`")
 
 
-def load_split(dataset: str, split: str) -> Split:
+def data_ref(ref: str) -> str:
+    """The form recorded in artifacts: files and folders as absolute paths, anything else as given."""
+    return str(Path(ref).resolve()) if Path(ref).exists() else ref
+
+
+def choose_data(explicit: str | None, spec: "ModelSpec", trusted: bool) -> str | None:
+    """The data a command reads: ``--data`` as given, else the one the contract records. A reference
+    that runs code (module:function) recorded in a file someone else wrote runs only when named again."""
+    if explicit:
+        find_source(explicit)
+        return data_ref(explicit)
+    ref = spec.dataset
+    if ref and Path(ref).is_absolute() and not Path(ref).exists():  # recorded on another machine
+        warnings.warn(f"the data model {spec.name!r} records ({ref}) is not here; no accuracy without --data",
+                      EdgemmWarning, stacklevel=2)
+        return None
+    if ref and not trusted and find_source(ref).runs_code:
+        raise ConfigError(f"model {spec.name!r} records its data as code ({ref!r}); edgemm does not run code "
+                          "named inside a model file", f"to trust and run it, pass --data {ref}")
+    return ref
+
+
+def load_split(dataset: str, split: str, spec: "ModelSpec | None" = None) -> Split:
     source = find_source(dataset)
     splits = source.splits_for(dataset)
     if split not in splits:
         raise ConfigError(f"dataset {dataset!r} has no split {split!r}", f"choose one of {list(splits)}")
-    return source.load(split, dataset)
+    return source.load(split, dataset, spec)

@@ -49,17 +49,20 @@ def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = SAMPLE_
 
 
 def log_mel(waveform: np.ndarray, n_frames: int | None = None) -> np.ndarray:
-    """Normalised log-mel spectrogram [N_MELS, frames] of an 8 kHz waveform."""
-    audio = np.asarray(waveform, dtype=np.float32)
-    audio = np.pad(audio, (N_FFT // 2, N_FFT // 2))
-    frames = 1 + max(0, (len(audio) - N_FFT) // HOP)
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(frames)[:, None]
-    spectrum = np.abs(np.fft.rfft(audio[idx] * np.hanning(N_FFT).astype(np.float32), axis=1)) ** 2
-    mel = np.log(spectrum @ mel_filterbank().T + 1e-6).T
-    mel = ((mel - LOGMEL_MEAN) / LOGMEL_STD).astype(np.float32)
+    """Normalised log-mel spectrogram [N_MELS, frames] of an 8 kHz waveform (the demo's audio input)."""
+    mel = (log_mel_features(waveform, SAMPLE_RATE, N_FFT, HOP, N_MELS) - LOGMEL_MEAN) / LOGMEL_STD
     if n_frames is not None:
         mel = fit_length(mel, n_frames, fill=float((np.log(1e-6) - LOGMEL_MEAN) / LOGMEL_STD))
-    return mel
+    return mel.astype(np.float32)
+
+
+def log_mel_features(waveform: np.ndarray, rate: int, n_fft: int, hop: int, n_mels: int) -> np.ndarray:
+    """Log-mel spectrogram [n_mels, frames] (Hann window, power spectrum, natural log)."""
+    audio = np.pad(np.asarray(waveform, dtype=np.float32), (n_fft // 2, n_fft // 2))
+    frames = 1 + max(0, (len(audio) - n_fft) // hop)
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spectrum = np.abs(np.fft.rfft(audio[idx] * np.hanning(n_fft).astype(np.float32), axis=1)) ** 2
+    return np.log(spectrum @ mel_filterbank(n_mels, n_fft, rate).T + 1e-6).T.astype(np.float32)
 
 
 def fit_length(array: np.ndarray, length: int, fill: float = 0.0) -> np.ndarray:

@@ -55,7 +55,7 @@ def validation_feeds(spec: ModelSpec, settings: ValidationSettings) -> list[tupl
     """Real held-out samples when the spec names a dataset, plus random inputs at odd, unseen sizes."""
     feeds = []
     if spec.dataset:
-        split = load_split(spec.dataset, settings.split).for_inputs(spec.input_names).head(settings.samples)
+        split = load_split(spec.dataset, settings.split, spec).for_inputs(spec.input_names).head(settings.samples)
         feeds += [(f"{spec.dataset}/{settings.split}[{i}:{i + len(x[spec.input_names[0]])}]", x)
                   for i, (x, _) in zip(range(0, len(split), 64), split.batches(64))]
     # Odd sizes, away from the export example (batch 2, opt lengths), inside each axis range.

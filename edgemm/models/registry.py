@@ -8,7 +8,6 @@ calling the factory again and loads the tensors, so nothing is unpickled.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,9 @@ from pydantic import ValidationError
 
 from edgemm.artifacts import sha256_file, write_json
 from edgemm.config import format_validation_error
+from edgemm.data.datasets import choose_data
 from edgemm.errors import ModelLoadError
-from edgemm.lazy import lazy_import
+from edgemm.lazy import import_user_module, lazy_import
 from edgemm.models.structure import record_structure, replay_structure
 from edgemm.models.weights import load_weights, read_state_dict, save_weights
 from edgemm.registry import Component, Registry
@@ -57,7 +57,8 @@ class LoadedModel:
 
     @property
     def trained(self) -> bool:
-        return self.weights is not None or self.kind == "onnx"
+        """Weights worth scoring: loaded from a file, an ONNX graph, or a factory that says it loads them."""
+        return self.weights is not None or self.kind == "onnx" or self.spec.trained
 
     @property
     def artifact_kind(self) -> str:
@@ -100,7 +101,7 @@ def call_factory(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, M
     if not module_name or not attr:
         raise ModelLoadError(f"{ref!r} is not 'package.module:factory'", "e.g. mypkg.models:build")
     try:
-        imported = importlib.import_module(module_name)
+        imported = import_user_module(module_name)
     except ModuleNotFoundError as err:
         raise ModelLoadError(f"cannot import {module_name!r} for {ref!r} ({err})",
                              "install the package or add its folder to PYTHONPATH") from None
@@ -154,7 +155,17 @@ def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedM
     if weights:
         load_weights(loaded.module, weights)
         loaded.weights = Path(weights)
+        loaded.spec = loaded.spec.model_copy(update={"trained": True})  # recorded in what is written from it
     return loaded
+
+
+def with_data(model: LoadedModel, explicit: str | None) -> LoadedModel:
+    """Record in the model's contract the data a command reads: ``--data``, else the data it records
+    (code named in a run directory or ONNX file someone else wrote is not run: see ``choose_data``)."""
+    dataset = choose_data(explicit, model.spec, trusted=model.kind in ("zoo", "factory"))
+    if dataset != model.spec.dataset:
+        model.spec = model.spec.model_copy(update={"dataset": dataset})
+    return model
 
 
 def _model_dir(path: Path) -> Path:

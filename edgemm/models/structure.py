@@ -11,7 +11,8 @@ torch = lazy_import("torch")
 
 # Attributes that define a layer's shape in torch.nn (and `num_heads` for attention modules).
 SHAPE_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features", "normalized_shape",
-               "num_embeddings", "embedding_dim", "groups", "num_heads")
+               "num_embeddings", "embedding_dim", "groups", "num_heads",
+               "num_attention_heads", "all_head_size", "embed_dim")  # Hugging Face attention
 
 
 def record_structure(model: "torch.nn.Module") -> dict[str, dict[str, Any]]:

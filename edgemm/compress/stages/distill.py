@@ -1,7 +1,11 @@
 """The ``distill`` stage: the pruned student learns from the unpruned teacher.
 
 Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * task loss
-       + feature_weight * MSE(student tower embeddings, teacher tower embeddings).
+       + feature_weight * MSE(student tower outputs, teacher tower outputs).
+
+Towers are traced from the model (``models/tower_map.py``): ``freeze`` keeps pretrained towers
+bit-identical, ``tower_lr`` gives each its own learning rate. The stage's input counts as epoch 0:
+it never hands on weights worse than it was given.
 
 Resumable: an interrupted ``edgemm compress`` continues from the last epoch's checkpoint.
 Runs unchanged under ``torchrun`` (see ``python -m edgemm.compress.stages.distill``).
@@ -18,8 +22,10 @@ from pydantic import Field
 
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.data.datasets import load_split
+from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
+from edgemm.models.tower_map import trace_towers
 from edgemm.train import TrainConfig, TrainResult, fit
 
 torch = lazy_import("torch")
@@ -37,6 +43,10 @@ class DistillConfig(StageConfig):
     feature_weight: float = Field(0.0, ge=0, description="MSE between teacher and student tower embeddings")
     patience: int = Field(3, ge=1, description="early stopping: epochs without validation gain")
     max_steps: int | None = Field(None, ge=1)
+    freeze: list[str] = Field(default_factory=list, description="towers (or module paths) left untouched: "
+                                                                "pretrained encoders keep their weights")
+    tower_lr: dict[str, float] = Field(default_factory=dict, description="peak learning rate per tower (or module "
+                                                                         "path); the rest train at lr")
 
 
 @STAGES.register
@@ -47,6 +57,9 @@ class DistillStage(Stage):
     consumes = produces = "torch"
     requires = ("torch",)
     resumable = True  # the checkpoint folder survives an interrupted run
+    recovers = True
+    gate_fix = ("distil longer (epochs), lower lr, or freeze pretrained towers (freeze: [tower]); "
+                "if its input was already far off, prune less")
 
     def splits_read(self, config: DistillConfig | None) -> list[str]:
         return ["train", "val"]
@@ -60,24 +73,61 @@ class DistillStage(Stage):
         return Artifact("torch", ctx.stage_dir), {
             "best_val_accuracy": result.best_val_accuracy, "epochs": result.epochs_run,
             "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
-            "history": result.history}
+            "input_val_accuracy": result.input_val_accuracy, "best_epoch": result.best_epoch,
+            "kept_input": result.best_epoch == 0, "history": result.history}
 
 
-def _tower_outputs(model: "torch.nn.Module", store: dict[str, "torch.Tensor"]) -> list:
-    """Hooks that capture each tower's embedding (fusion models with a ``towers`` ModuleDict)."""
-    towers = getattr(model, "towers", None)
-    if not isinstance(towers, torch.nn.ModuleDict):
-        return []
-    return [tower.register_forward_hook(lambda _m, _i, out, key=name: store.__setitem__(key, out))
-            for name, tower in towers.items()]
+def _tower_outputs(model: "torch.nn.Module", roots: dict[str, list[str]], store: dict[str, "torch.Tensor"]) -> list:
+    """Hooks that capture each tower's output (towers with one outermost module)."""
+    modules = dict(model.named_modules())
+    return [modules[paths[0]].register_forward_hook(
+                lambda _m, _i, out, key=tower: store.__setitem__(key, _first_tensor(out)))
+            for tower, paths in roots.items() if len(paths) == 1 and paths[0] in modules]
+
+
+def _first_tensor(out):
+    """A tower's output: a tensor, or the first of a tuple / Hugging Face output (last_hidden_state)."""
+    while not isinstance(out, torch.Tensor):
+        out = out[0] if isinstance(out, (tuple, list)) else next(iter(out.values()))
+    return out
+
+
+def _modules_for(model: "torch.nn.Module", roots: dict[str, list[str]], key: str, option: str) -> list:
+    modules = dict(model.named_modules())
+    if key in roots:
+        return [modules[p] for p in roots[key]]
+    if key and key in modules:
+        return [modules[key]]
+    raise ConfigError(f"distill.{option}: {key!r} is neither a tower of the model nor one of its modules",
+                      f"towers: {sorted(roots)}")
+
+
+def training_groups(model: "torch.nn.Module", roots: dict[str, list[str]], config: DistillConfig) -> tuple[list, list]:
+    """AdamW parameter groups (per-tower learning rates) and the frozen modules."""
+    frozen = [m for key in config.freeze for m in _modules_for(model, roots, key, "freeze")]
+    frozen_params = {id(p) for m in frozen for p in m.parameters()}
+    for m in frozen:
+        m.requires_grad_(False)
+    groups, claimed = [], set(frozen_params)
+    for key, lr in config.tower_lr.items():
+        params = [p for m in _modules_for(model, roots, key, "tower_lr") for p in m.parameters() if id(p) not in claimed]
+        claimed |= {id(p) for p in params}
+        if params:
+            groups.append({"params": params, "lr": lr})
+    rest = [p for p in model.parameters() if id(p) not in claimed]
+    if rest:
+        groups.insert(0, {"params": rest, "lr": config.lr})
+    if not groups:
+        raise ConfigError("distill: every parameter is frozen", "freeze fewer towers")
+    return groups, frozen
 
 
 class DistillationLoss:
     """The loss ``fit`` calls; it hooks the towers of teacher and student on first use and unhooks on
     :meth:`close`, so neither model keeps capturing embeddings after distillation."""
 
-    def __init__(self, teacher: "torch.nn.Module", config: DistillConfig):
-        self.teacher, self.config = teacher.eval(), config
+    def __init__(self, teacher: "torch.nn.Module", config: DistillConfig, roots: dict[str, list[str]] | None = None):
+        self.teacher, self.config, self.roots = teacher.eval(), config, roots or {}
         self.student_feats: dict[str, "torch.Tensor"] = {}
         self.teacher_feats: dict[str, "torch.Tensor"] = {}
         self.hooks: list = []
@@ -88,14 +138,16 @@ class DistillationLoss:
         inner = student.module if isinstance(student, torch.nn.parallel.DistributedDataParallel) else student
         if config.feature_weight and id(inner) not in self.hooked:
             self.hooked.add(id(inner))
-            self.hooks += _tower_outputs(inner, self.student_feats) + _tower_outputs(self.teacher, self.teacher_feats)
+            self.hooks += (_tower_outputs(inner, self.roots, self.student_feats)
+                           + _tower_outputs(self.teacher, self.roots, self.teacher_feats))
         with torch.no_grad():
             teacher_logits = self.teacher(*inputs)
         logits = student(*inputs)
         kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                       log_target=True, reduction="batchmean") * t * t
         total = config.alpha * kd + (1 - config.alpha) * F.cross_entropy(logits, labels)
-        shared = [k for k in self.student_feats if k in self.teacher_feats]
+        shared = [k for k in self.student_feats
+                  if k in self.teacher_feats and self.student_feats[k].shape == self.teacher_feats[k].shape]
         if config.feature_weight and shared:
             total = total + config.feature_weight * sum(
                 F.mse_loss(self.student_feats[k], self.teacher_feats[k]) for k in shared)
@@ -113,13 +165,16 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
             checkpoint_dir: Path | None = None, progress=None) -> TrainResult:
     spec = student.spec
     dataset = data or spec.dataset
-    train = load_split(dataset, "train").for_inputs(spec.input_names)
-    val = load_split(dataset, "val").for_inputs(spec.input_names)
+    train = load_split(dataset, "train", spec).for_inputs(spec.input_names)
+    val = load_split(dataset, "val", spec).for_inputs(spec.input_names)
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                               max_steps=config.max_steps, patience=config.patience, label_smoothing=0.0)
-    loss = DistillationLoss(teacher.module, config)
+                               max_steps=config.max_steps, patience=config.patience, label_smoothing=0.0,
+                               keep_input=True)
+    roots = trace_towers(student.module, spec).roots
+    groups, frozen = training_groups(student.module, roots, config)
+    loss = DistillationLoss(teacher.module, config, roots)
     try:
-        return fit(student.module, spec, train, val, train_config, loss, progress, checkpoint_dir)
+        return fit(student.module, spec, train, val, train_config, loss, progress, checkpoint_dir, groups, frozen)
     finally:
         loss.close()
 

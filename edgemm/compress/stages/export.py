@@ -19,6 +19,7 @@ class ExportStage(Stage):
     config = ExportConfig
     consumes, produces = "torch", "onnx"
     in_recipes = False
+    gate_fix = "the ONNX export scores lower than PyTorch: check it with `edgemm validate`, try another opset"
 
     def run(self, config: ExportConfig | None, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         result = EXPORT_TARGETS.get("onnx").export(artifact.load(), ctx.stage_dir, ctx.profile)

@@ -12,6 +12,7 @@ from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, save_model
+from edgemm.models.tower_map import TowerMap, trace_towers
 from edgemm.runtime.convert import to_tensors
 
 torch = lazy_import("torch")
@@ -21,12 +22,15 @@ tp = lazy_import("torch_pruning")
 class PruneConfig(StageConfig):
     stage: Literal["prune"]
     ratio: float = Field(0.5, ge=0, lt=1, description="default channel ratio removed")
-    towers: dict[str, float] = Field(default_factory=dict, description="per-tower ratio: input name or module path")
+    towers: dict[str, float] = Field(default_factory=dict, description="per-tower ratio: a tower of the contract "
+                                                                       "(traced from the model) or a module path")
     importance: Literal["l2", "l1", "random"] = "l2"
     global_pruning: bool = False
     prune_heads: bool = True
     head_ratio: float = Field(0.5, ge=0, lt=1)
     ignore: list[str] = Field(default_factory=list, description="module paths (prefixes) left untouched")
+    prune_fusion: bool = Field(False, description="also narrow tower outputs and the fusion head (default: they "
+                                                  "keep their width)")
     round_to: int | None = Field(None, ge=1, description="default: the target profile's pruning.round_to")
 
 
@@ -37,6 +41,7 @@ class PruneStage(Stage):
     config = PruneConfig
     consumes = produces = "torch"
     requires = ("torch_pruning",)
+    gate_fix = "prune less (a lower ratio, or per-tower ratios), or add a distill stage after it"
 
     def run(self, config: PruneConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         model = artifact.load()
@@ -45,30 +50,50 @@ class PruneStage(Stage):
         return Artifact("torch", ctx.stage_dir), metrics
 
 
-def _tower_module(model: "torch.nn.Module", key: str) -> "torch.nn.Module":
-    """A recipe's tower key: an input name (``towers.<name>`` in fusion models) or a module path."""
+def _tower_modules(model: "torch.nn.Module", towers: TowerMap, key: str) -> list["torch.nn.Module"]:
+    """A recipe's tower key: a tower of the contract (found by tracing) or a module path."""
     modules = dict(model.named_modules())
-    for path in (f"towers.{key}", key):
-        if path in modules:
-            return modules[path]
-    raise ConfigError(f"prune.towers: {key!r} is neither an input's tower nor a module of the model",
-                      f"use an input name or one of the module paths, e.g. {list(modules)[1:6]}")
+    if key in towers.roots:
+        return [modules[path] for path in towers.roots[key]]
+    if key in modules and key:
+        return [modules[key]]
+    raise ConfigError(f"prune.towers: {key!r} is neither a tower of the model nor one of its modules",
+                      f"towers: {towers.towers}; or a module path, e.g. {list(modules)[1:6]}")
 
 
-def _attention_heads(model: "torch.nn.Module") -> dict["torch.nn.Linear", int]:
-    """Attention modules that expose ``num_heads`` and a fused ``qkv`` Linear (timm/edgemm style)."""
-    return {m.qkv: m.num_heads for m in model.modules()
-            if isinstance(getattr(m, "num_heads", None), int) and isinstance(getattr(m, "qkv", None), torch.nn.Linear)}
+# Attention layouts whose heads torch-pruning can remove: (projection attributes, head-count attribute).
+# edgemm/timm fuse q, k, v in one Linear; Hugging Face BERT/ViT and CLIP keep three.
+ATTENTION_LAYOUTS = ((("qkv",), "num_heads"), (("query", "key", "value"), "num_attention_heads"),
+                     (("q_proj", "k_proj", "v_proj"), "num_heads"))
+
+
+def _attention(model: "torch.nn.Module") -> list[tuple["torch.nn.Module", list["torch.nn.Linear"], str]]:
+    found = []
+    for module in model.modules():
+        for names, count in ATTENTION_LAYOUTS:
+            projections = [getattr(module, n, None) for n in names]
+            if isinstance(getattr(module, count, None), int) and all(isinstance(p, torch.nn.Linear) for p in projections):
+                found.append((module, projections, count))
+                break
+    return found
+
+
+def _set_heads(attention: list, head_dims: dict[int, int]) -> None:
+    """Heads left = remaining width / head size (kept); reshapes read these attributes."""
+    for module, projections, count in attention:
+        per_projection = projections[0].out_features // (3 if len(projections) == 1 else 1)  # fused qkv: thirds
+        heads = per_projection // head_dims[id(module)]
+        setattr(module, count, heads)
+        if hasattr(module, "all_head_size"):  # Hugging Face BERT/ViT
+            module.all_head_size = per_projection
+        if hasattr(module, "embed_dim") and len(projections) == 3:  # Hugging Face CLIP
+            module.embed_dim = per_projection
 
 
 def _ignored(model: "torch.nn.Module", config: PruneConfig) -> list["torch.nn.Module"]:
-    """Layers whose outputs keep their width: the classifier, embeddings, each tower's output projection."""
+    """Layers whose outputs keep their width: embeddings and what the recipe lists."""
     modules = dict(model.named_modules())
-    linears = [m for m in modules.values() if isinstance(m, torch.nn.Linear)]
-    ignored = [linears[-1]] if linears else []  # the task head's last layer fixes the class count
-    ignored += [m for m in modules.values() if isinstance(m, torch.nn.Embedding)]
-    # Tower embeddings keep their width: fusion and feature distillation rely on it.
-    ignored += [m for name, m in modules.items() if name.startswith("towers.") and name.endswith(".proj")]
+    ignored = [m for m in modules.values() if isinstance(m, torch.nn.Embedding)]
     for prefix in config.ignore:
         matched = [m for name, m in modules.items() if name == prefix or name.startswith(prefix + ".")]
         if not matched:
@@ -78,24 +103,36 @@ def _ignored(model: "torch.nn.Module", config: PruneConfig) -> list["torch.nn.Mo
 
 
 def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict:
-    """Prune ``model.module`` in place; return parameter counts and heads before/after."""
+    """Prune ``model.module`` in place; return parameter counts, heads before/after and groups kept whole."""
     module, spec = model.module, model.spec
+    towers = trace_towers(module, spec)
+    modules = dict(module.named_modules())
+    fusion = {id(modules[path]) for path in towers.fusion}
     example = tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
-    heads = _attention_heads(module)
+    attention = _attention(module)
+    num_heads = {p: getattr(m, count) for m, projections, count in attention for p in projections}
+    head_dims = {id(m): (ps[0].out_features // (3 if len(ps) == 1 else 1)) // getattr(m, c) for m, ps, c in attention}
     importance = {"l2": tp.importance.GroupMagnitudeImportance(p=2),
                   "l1": tp.importance.GroupMagnitudeImportance(p=1),
                   "random": tp.importance.RandomImportance()}[config.importance]
-    before, heads_before = sum(p.numel() for p in module.parameters()), sum(heads.values())
+    before, heads_before = sum(p.numel() for p in module.parameters()), sum(getattr(m, c) for m, _, c in attention)
+    ratios = {m: r for key, r in config.towers.items() for m in _tower_modules(module, towers, key)}
+    kept_whole = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped nn.Parameter
         pruner = tp.pruner.MetaPruner(
-            module, example, importance=importance, pruning_ratio=config.ratio,
-            pruning_ratio_dict={_tower_module(module, k): r for k, r in config.towers.items()},
+            module, example, importance=importance, pruning_ratio=config.ratio, pruning_ratio_dict=ratios,
             global_pruning=config.global_pruning, ignored_layers=_ignored(module, config), round_to=round_to,
-            num_heads=dict(heads), prune_num_heads=config.prune_heads and bool(heads), head_pruning_ratio=config.head_ratio)
-        pruner.step()
-    for attn in (m for m in module.modules() if getattr(m, "qkv", None) in heads):
-        attn.num_heads = pruner.num_heads[attn.qkv]  # reshapes read it; torch-pruning leaves it stale
+            num_heads=num_heads, prune_num_heads=config.prune_heads and bool(num_heads),
+            prune_head_dims=False, head_pruning_ratio=config.head_ratio)
+        for group in pruner.step(interactive=True):
+            # A group that reaches a fusion layer would narrow a tower's output or the head: keep it whole.
+            if not config.prune_fusion and any(id(item.dep.target.module) in fusion for item in group):
+                kept_whole += 1
+                continue
+            group.prune()
+    _set_heads(attention, head_dims)
     module.eval()
     return {"parameters_before": before, "parameters_after": sum(p.numel() for p in module.parameters()),
-            "heads_before": heads_before, "heads_after": sum(pruner.num_heads.get(q, 0) for q in heads)}
+            "heads_before": heads_before, "heads_after": sum(getattr(m, c) for m, _, c in attention),
+            "towers": {t: roots for t, roots in towers.roots.items()}, "groups_kept_whole": kept_whole}

@@ -27,6 +27,7 @@ class QuantizeStage(Stage):
     config = QuantizeConfig
     produces = "onnx"
     uses_gates = True  # the fallback retreats until the gate's accuracy holds
+    gate_fix = "keep sensitive towers in float (keep_float), raise fallback.max_tries, or try another backend"
 
     def config_type(self) -> Any:
         members = tuple(Annotated[q.config, Tag(q.name)] for q in QUANTIZERS)

@@ -143,7 +143,7 @@ class Digits(DataSource):
     supports = ("image", "audio", "text", "raw-samples")
     preprocessors = PREPROCESSORS
 
-    def load(self, split: str, ref: str) -> Split:
+    def load(self, split: str, ref: str, spec=None) -> Split:
         return load(split)
 
     def raw_sample(self, split: str = "test", index: int = 0) -> dict[str, object]:

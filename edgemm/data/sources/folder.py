@@ -1,0 +1,130 @@
+"""A data folder in the layout the field already uses: Hugging Face ``datasets`` "imagefolder" /
+"audiofolder" (read by ``datasets`` itself).
+
+    mydata/
+      metadata.csv      file_name,text,label,split      (or metadata.jsonl; *_file_name columns too)
+      images/0001.png ...
+
+Splits come from a ``split`` column, else from sub-folders (``train/``, ``validation/``, ``test/``;
+``validation`` is called ``val`` here). Labels are the ``label`` column (``TaskSpec.label_column``), or
+the class sub-folder when there is no metadata. Each model input is read from its column as the
+contract's ``preprocess`` says (``data/readers.py``); files are never decoded by ``datasets``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemm.data.datasets import DATASETS, DataSource, Split
+from edgemm.data.readers import build_inputs, needed_columns, read_labels
+from edgemm.errors import InputError
+from edgemm.lazy import lazy_import
+
+datasets = lazy_import("datasets", "pip install 'edgemm[data]'")
+
+SPLIT_COLUMN = "split"
+RENAMED = {"validation": "val", "valid": "val", "dev": "val"}
+IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+AUDIO = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a"}
+METADATA = ("metadata.csv", "metadata.jsonl")
+LAYOUT = "files plus metadata.csv with file_name, label, split (and text) columns"
+
+
+def _builder(root: Path) -> tuple[str, dict[str, Any]]:
+    """Which ``datasets`` loader reads the folder: by the media files it holds, or its metadata alone."""
+    suffixes = {p.suffix.lower() for p in root.rglob("*") if p.is_file()}
+    if suffixes & IMAGES:
+        return "imagefolder", {"data_dir": str(root)}
+    if suffixes & AUDIO:
+        return "audiofolder", {"data_dir": str(root)}
+    tables = [root / name for name in METADATA if (root / name).is_file()]
+    if not tables:
+        raise InputError(f"data folder {root} holds no images, no audio and no metadata.csv/metadata.jsonl",
+                         f"lay it out as {LAYOUT}")
+    return ("csv" if tables[0].suffix == ".csv" else "json"), {"data_files": str(tables[0])}
+
+
+@lru_cache(maxsize=2)
+def _tables(root: str, stamp: float) -> dict[str, Any]:
+    """The folder's rows per split, media columns left undecoded (edgemm's readers decode them)."""
+    builder, where = _builder(Path(root))
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        loaded = datasets.load_dataset(builder, **where)
+    except Exception as err:  # datasets raises many kinds; its message names the file and the column
+        raise InputError(f"cannot read data folder {root} ({type(err).__name__}: {str(err)[:300]})",
+                         f"lay it out as {LAYOUT}") from None
+    tables = {}
+    for split, table in loaded.items():
+        for column, feature in table.features.items():
+            if isinstance(feature, (datasets.Image, datasets.Audio)):
+                table = table.cast_column(column, type(feature)(decode=False))
+        tables[RENAMED.get(split, split)] = table
+    if any(SPLIT_COLUMN in t.column_names for t in tables.values()):
+        table = datasets.concatenate_datasets(list(tables.values()))
+        values = np.asarray([str(v) for v in table[SPLIT_COLUMN]])
+        tables = {RENAMED.get(str(name), str(name)): table.select(np.flatnonzero(values == name))
+                  for name in sorted(set(values))}
+    return tables
+
+
+def _stamp(root: Path) -> float:
+    """Changes when the metadata or the folder listing changes, so an edited folder is read again."""
+    paths = [root, *(root / name for name in METADATA), *(p for p in root.iterdir() if p.is_dir())]
+    return max(p.stat().st_mtime for p in paths if p.exists())
+
+
+def _read(ref: str) -> dict[str, Any]:
+    root = Path(ref).resolve()
+    return _tables(str(root), _stamp(root))
+
+
+@lru_cache(maxsize=4)
+def _split(ref: str, split: str, spec_json: str, stamp: float) -> Split:
+    from edgemm.spec import ModelSpec  # noqa: PLC0415 - the contract is data here, parsed from its cache key
+    spec = ModelSpec.model_validate_json(spec_json)
+    table = _read(ref)[split]
+    wanted = needed_columns(spec) | ({spec.task.label_column} if spec.task.kind == "classification" else set())
+    missing = sorted(c for c in wanted if c not in table.column_names)
+    if missing:
+        raise InputError(f"data folder {ref} has no column(s) {missing} (it has {table.column_names})",
+                         "add them to metadata.csv, or point the contract's preprocess.column / label_column at yours")
+    columns = {c: list(table[c]) for c in wanted}
+    inputs = build_inputs(columns, spec, Path(ref).resolve())
+    if spec.task.kind != "classification":
+        return Split(split, inputs, np.zeros(len(table), np.int64))
+    values = columns[spec.task.label_column]
+    names = _class_names(table, spec.task.label_column)
+    if names is not None and spec.task.labels:  # class sub-folders: match the model's classes by name
+        values = [names[v] for v in values]
+    return Split(split, inputs, read_labels(values, spec.task))
+
+
+def _class_names(table: Any, column: str) -> list[str] | None:
+    feature = table.features.get(column)
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+@DATASETS.register
+class FolderDataset(DataSource):
+    name = "folder"
+    description = "a data folder (Hugging Face imagefolder/audiofolder layout + metadata.csv), read as the contract says"
+    requires = ("datasets",)
+    extra = "data"
+    supports = ("image", "audio", "text", "folder")
+
+    def matches(self, ref: str) -> bool:
+        return Path(ref).is_dir()
+
+    def splits_for(self, ref: str) -> tuple[str, ...]:
+        return tuple(_read(ref))
+
+    def load(self, split: str, ref: str, spec=None) -> Split:
+        if spec is None:
+            raise InputError(f"data folder {ref} needs the model's contract to be read", "load it for a model")
+        root = Path(ref).resolve()
+        return _split(str(root), split, spec.model_dump_json(), _stamp(root))

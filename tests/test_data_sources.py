@@ -1,0 +1,128 @@
+"""Your data, one mechanism for every command: a data folder (Hugging Face imagefolder layout), an .npz
+and module:function, each read as the model contract says and recorded in the artifacts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemm import api
+from edgemm.bench.latency import TimingSettings
+from edgemm.compress.recipe import recipe_model
+from edgemm.data.datasets import load_split
+from edgemm.errors import ConfigError
+from edgemm.models.registry import LoadedModel, resolve_model, save_model
+from edgemm.runtime import accuracy, load_session
+
+from .conftest import FACTORY
+
+FAST = TimingSettings(warmup=2, min_iterations=6, min_seconds=0.0, rounds=2)
+
+
+def test_npz_data_scores_bench_and_compress(tmp_path):
+    model = resolve_model(FACTORY)
+    feed = model.spec.example_inputs({"batch": 40, "seq": 6}, seed=3)
+    labels = load_session(model).run(feed)["scores"].argmax(1)
+    labels[:10] = (labels[:10] + 1) % 5  # a quarter of the labels disagree with the model
+    data = tmp_path / "mine.npz"
+    np.savez(data, **{f"test/{k}": v for k, v in feed.items()}, **{"test/labels": labels})
+    split = load_split(str(data), "test")
+    assert accuracy(load_session(model), split) == pytest.approx(0.75)
+    # a model whose contract names the file gets accuracy in bench, like the demo's dataset
+    own = LoadedModel(model.spec.model_copy(update={"dataset": str(data)}), FACTORY, "factory", model.module, FACTORY)
+    save_model(own, tmp_path / "run")
+    report, _ = api.bench([str(tmp_path / "run")], batch_sizes=(2,), threads=1, splits=("test",), timing=FAST)
+    assert report.results[0].accuracy == {"test": pytest.approx(0.75)}
+    # compress on it: splits come from the data, not from the demo's names (it has no 'ood')
+    splits = {name: model.spec.example_inputs({"batch": 40, "seq": 6}, seed=seed) for seed, name in enumerate(
+        ("train", "val"), start=10)}
+    np.savez(data, **{f"{s}/{k}": v for s, feed in {**splits, "test": feed}.items() for k, v in feed.items()},
+             **{f"{s}/labels": labels for s in ("train", "val", "test")})
+    quantize = {"name": "q", "gates": {"max_accuracy_drop": 100}, "stages": [{"stage": "quantize", "calibration_samples": 16}]}
+    result = api.compress(FACTORY, recipe_model().model_validate(quantize), tmp_path / "c", data=str(data),
+                          batch_sizes=(1,), timing=FAST, log=lambda _m: None)
+    assert result.report.settings.splits == ["test"] and result.report.results[2].accuracy["test"] > 0
+    holdout = {**quantize, "gates": {"split": "holdout"}}
+    with pytest.raises(ConfigError, match="has no split 'holdout' \\(read by gates.split\\)"):
+        api.compress(FACTORY, recipe_model().model_validate(holdout), tmp_path / "h", data=str(data))
+    assert not (tmp_path / "h").exists()  # refused before any stage ran
+
+OWN = "examples.own_model.model:build"
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory):
+    from examples.own_model.model import make_folder
+    return make_folder(tmp_path_factory.mktemp("own_data"), n=150)
+
+
+@pytest.fixture(scope="module")
+def own_run(own_data, tmp_path_factory):
+    """The user's model trained on their folder (a few seconds), saved as a run directory."""
+    from edgemm.train import TrainConfig, train_classifier
+    model = resolve_model(OWN)
+    train, val = (load_split(str(own_data), s, model.spec) for s in ("train", "val"))
+    train_classifier(model.module, model.spec, train, val, TrainConfig(epochs=6, batch_size=16, lr=3e-3))
+    folder = tmp_path_factory.mktemp("own_run")
+    save_model(model, folder)
+    return folder
+
+
+def test_a_data_folder_is_read_as_the_contract_says(own_data):
+    spec = resolve_model(OWN).spec
+    from edgemm.data.datasets import find_source
+    assert find_source(str(own_data)).splits_for(str(own_data)) == ("test", "train", "val")  # the split column
+    val = load_split(str(own_data), "val", spec)
+    assert len(val) == 30 and set(val.inputs) == {"pixel_values", "input_ids", "attention_mask"}
+    spec.check_inputs(val.inputs)  # dtypes, shapes and token ids as the contract says
+    assert val.inputs["pixel_values"].min() >= -1 and val.inputs["pixel_values"].max() <= 1  # (x - 0.5) / 0.5
+    # ids and mask come from one tokenisation: padding ids exactly where the mask is 0
+    assert ((val.inputs["input_ids"] == 0) == (val.inputs["attention_mask"] == 0)).all()
+    assert val.inputs["input_ids"].shape[1] < spec.axes["seq"].max  # padded to the longest caption, not the axis max
+    import csv
+    names = [r["label"] for r in csv.DictReader(open(own_data / "metadata.csv")) if r["split"] == "val"]
+    assert [spec.task.labels[i] for i in val.labels] == names  # class names mapped by the contract's labels
+
+
+def test_folder_problems_name_the_row_and_the_fix(own_data, tmp_path):
+    import shutil
+    from edgemm.errors import InputError
+    spec = resolve_model(OWN).spec
+    broken = tmp_path / "broken"
+    shutil.copytree(own_data, broken)
+    (broken / "images" / "0003.png").write_bytes(b"not a png")  # row 3 is in 'val'
+    with pytest.raises(InputError, match="cannot read image .*0003.png"):
+        load_split(str(broken), "val", spec)
+    no_text = tmp_path / "no_text"
+    shutil.copytree(own_data, no_text)
+    (no_text / "metadata.csv").write_text((own_data / "metadata.csv").read_text().replace(",text,", ",caption,", 1))
+    with pytest.raises(InputError, match="no column\\(s\\) \\['text'\\]"):
+        load_split(str(no_text), "val", spec)
+    strange = tmp_path / "strange"
+    shutil.copytree(own_data, strange)
+    (strange / "metadata.csv").write_text((own_data / "metadata.csv").read_text().replace(",red,", ",purple,"))
+    with pytest.raises(InputError, match="'purple'.* not among the model's classes"):
+        load_split(str(strange), "train", spec)
+
+
+def _cli(*args: str, cwd=None):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "edgemm.cli.main", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_folder_data_follows_the_artifacts_across_processes(own_run, own_data, tmp_path):
+    """Export validates on the folder and records it; bench in another process scores on it unasked."""
+    export = _cli("export", str(own_run), "--data", str(own_data), "-o", str(tmp_path / "exp"))
+    assert export.returncode == 0, export.stderr[-2000:]
+    validation = (tmp_path / "exp" / "validation.json").read_text()
+    assert f"{own_data}/test[0:30]" in validation  # real samples of the folder, not random inputs
+    bench = _cli("bench", str(tmp_path / "exp" / "model.onnx"), "--batch-size", "2", "--min-iterations", "5",
+                 "--min-seconds", "0", "-o", str(tmp_path / "bench"), cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    import json
+    report = json.loads((tmp_path / "bench" / "report.json").read_text())
+    expected = accuracy(load_session(resolve_model(str(own_run))), load_split(str(own_data), "test",
+                                                                              resolve_model(str(own_run)).spec))
+    assert report["results"][0]["accuracy"]["test"] == pytest.approx(expected, abs=1e-6) and expected > 0.6
+
+

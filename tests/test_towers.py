@@ -1,0 +1,103 @@
+"""Towers from the model's behaviour, and the stages that read them: pruning keeps tower outputs and
+the head at their width and removes whole Hugging Face attention heads; distillation can freeze
+pretrained towers; a stage that misses the budget with nothing left to recover it stops the run."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgemm.compress.stages.distill import DistillConfig, distill
+from edgemm.compress.stages.prune import PruneConfig, prune
+from edgemm.compress.graph import node_towers
+from edgemm.export.profiles import load_profile
+from edgemm.export.targets.onnx import export_onnx
+from edgemm.models.registry import resolve_model, save_model
+from edgemm.models.tower_map import FUSION, trace_towers
+
+OWN = "examples.own_model.model:build"
+
+
+def test_towers_are_traced_from_inputs_not_names():
+    model = resolve_model(OWN)
+    towers = trace_towers(model.module, model.spec)
+    # input_ids + attention_mask are one tower because the contract says so; the classifier fuses
+    assert towers.roots == {"pixel_values": ["vision"], "text": ["bert"]}
+    assert towers.owner["bert.encoder.layer.1.attention.self.query"] == "text"
+    assert towers.owner["bert.embeddings.position_embeddings"] == "text"  # constant output: its enclosing tower
+    assert towers.owner["classifier.0"] == FUSION and towers.owner["vision.8"] == "pixel_values"
+
+
+def test_onnx_nodes_follow_the_contracts_towers(tiny_own_onnx):
+    spec = resolve_model(str(tiny_own_onnx)).spec
+    graph = onnx.load(str(tiny_own_onnx))
+    matmuls = [n.name for n in graph.graph.node if n.op_type == "MatMul"]
+    by_input = node_towers(graph)
+    by_tower = node_towers(graph, {i.name: i.tower_name for i in spec.inputs})
+    # ids and mask meet inside BERT: read by input name, its MatMuls looked like fusion and int8 skipped them
+    assert {by_input[n] for n in matmuls} == {FUSION}
+    text = [n for n in matmuls if by_tower[n] == "text"]
+    assert len(text) >= 8 and {by_tower[n] for n in matmuls} <= {"text", "pixel_values", FUSION}
+
+
+@pytest.fixture(scope="module")
+def tiny_own_onnx(tmp_path_factory):
+    return export_onnx(resolve_model(OWN), tmp_path_factory.mktemp("own_onnx"), load_profile("x86-cpu")).path
+
+
+def test_head_aware_pruning_of_a_bert_tower_keeps_shapes_and_exports(tmp_path):
+    model = resolve_model(OWN)
+    feed = model.spec.example_inputs({"batch": 3, "seq": 7})
+    metrics = prune(model, PruneConfig(stage="prune", ratio=0.5, head_ratio=0.5), round_to=None)
+    assert (metrics["heads_before"], metrics["heads_after"]) == (8, 4)
+    attention = model.module.bert.encoder.layer[0].attention.self
+    assert attention.num_attention_heads == 2 and attention.query.out_features == 2 * attention.attention_head_size
+    # tower outputs and the head keep their width: the classifier still reads 32 + 32 features
+    assert model.module.classifier[0].in_features == 64 and model.module.classifier[0].out_features == 32
+    assert model.module.vision[8].out_features == 32 and metrics["parameters_after"] < metrics["parameters_before"]
+    save_model(model, tmp_path / "pruned")
+    reloaded = resolve_model(str(tmp_path / "pruned"))  # replayed, heads included, not unpickled
+    assert reloaded.module.bert.encoder.layer[1].attention.self.num_attention_heads == 2
+    with torch.no_grad():
+        expected = model.module(**{k: torch.from_numpy(v) for k, v in feed.items()})
+        again = reloaded.module(**{k: torch.from_numpy(v) for k, v in feed.items()})
+    assert torch.allclose(expected, again)
+    exported = export_onnx(reloaded, tmp_path / "onnx", load_profile("x86-cpu"))
+    assert exported.validation.passed
+
+
+def test_distill_with_frozen_towers_leaves_them_bit_identical(own_folder):
+    teacher, student = resolve_model(OWN), resolve_model(OWN)
+    prune(student, PruneConfig(stage="prune", ratio=0.3, towers={"text": 0.0}), round_to=None)
+    before = {k: v.clone() for k, v in student.module.state_dict().items()}
+    config = DistillConfig(stage="distill", epochs=2, batch_size=16, freeze=["text"], feature_weight=0.1)
+    result = distill(student, teacher, config, data=str(own_folder))
+    after = student.module.state_dict()
+    bert = [k for k in before if k.startswith("bert.")]
+    assert bert and all(torch.equal(before[k], after[k]) for k in bert)  # weights and buffers alike
+    moved = [k for k in before if k.startswith(("vision.", "classifier.")) and not torch.equal(before[k], after[k])]
+    assert moved or result.best_epoch == 0  # the rest trained (unless no epoch beat the input)
+
+
+def test_distill_never_hands_on_weights_worse_than_its_input(own_folder):
+    """A learning rate that wrecks a trained model: no epoch beats the input, so the input comes back."""
+    from edgemm.data.datasets import load_split
+    from edgemm.train import TrainConfig, train_classifier
+    teacher = resolve_model(OWN)
+    train, val = (load_split(str(own_folder), s, teacher.spec) for s in ("train", "val"))
+    train_classifier(teacher.module, teacher.spec, train, val, TrainConfig(epochs=6, batch_size=16, lr=3e-3))
+    student = resolve_model(OWN)
+    student.module.load_state_dict(teacher.module.state_dict())
+    before = {k: v.clone() for k, v in student.module.state_dict().items()}
+    result = distill(student, teacher, DistillConfig(stage="distill", epochs=2, batch_size=8, lr=30.0),
+                     data=str(own_folder))
+    assert result.input_val_accuracy > 0.6 and max(h["val_accuracy"] for h in result.history) < result.input_val_accuracy
+    assert result.best_epoch == 0 and result.best_val_accuracy == result.input_val_accuracy
+    assert all(torch.equal(before[k], v) for k, v in student.module.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def own_folder(tmp_path_factory):
+    from examples.own_model.model import make_folder
+    return make_folder(tmp_path_factory.mktemp("own_folder"), n=90)
