@@ -97,6 +97,12 @@ def test_folder_problems_name_the_row_and_the_fix(own_data, tmp_path):
     (no_text / "metadata.csv").write_text((own_data / "metadata.csv").read_text().replace(",text,", ",caption,", 1))
     with pytest.raises(InputError, match="no column\\(s\\) \\['text'\\]"):
         load_split(str(no_text), "val", spec)
+    # datasets infers splits from file names: a picture called toy_train.png must stay an ordinary row
+    named = tmp_path / "named"
+    shutil.copytree(own_data, named)
+    (named / "images" / "0003.png").rename(named / "images" / "toy_train.png")
+    (named / "metadata.csv").write_text((own_data / "metadata.csv").read_text().replace("images/0003.png", "images/toy_train.png"))
+    assert len(load_split(str(named), "val", spec)) == 30 and len(load_split(str(named), "train", spec)) == 90
     strange = tmp_path / "strange"
     shutil.copytree(own_data, strange)
     (strange / "metadata.csv").write_text((own_data / "metadata.csv").read_text().replace(",red,", ",purple,"))

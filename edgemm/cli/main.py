@@ -64,6 +64,8 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
              data: DataOpt = None, weights: WeightsOpt = None,
              out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/compress"),
              threads: Annotated[int, typer.Option(min=1, help="threads for latency figures")] = 1,
+             batch_size: Annotated[list[int], typer.Option(min=1, help="batch sizes of the final comparison; "
+                                                           "the gates read the smallest")] = [1, 16],  # noqa: B006
              timing: TimingSettings = TimingSettings.for_compress()) -> None:
     """Run a recipe of stages (prune, distill, quantize) under accuracy gates; with no arguments, on the demo."""
     with step_progress() as progress:
@@ -71,7 +73,8 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
             log("no model given: training the built-in demo model first (runs/demo)")
             demos.run_demo("runs/demo", progress=progress, log=log, bench=False)
             model = "runs/demo"
-        result = api.compress(model, recipe, out_dir, data=data, weights=weights, threads=threads, timing=timing, log=log,
+        result = api.compress(model, recipe, out_dir, data=data, weights=weights, threads=threads,
+                              batch_sizes=tuple(batch_size), timing=timing, log=log,
                               progress=progress)
     out.print(tables.bench_table(result.report, result.labels))
     g = result.gates

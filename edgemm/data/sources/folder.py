@@ -33,13 +33,22 @@ METADATA = ("metadata.csv", "metadata.jsonl")
 LAYOUT = "files plus metadata.csv with file_name, label, split (and text) columns"
 
 
+SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval"}
+ALL_ROWS = "rows"  # one split holding every row, divided by the split column
+
+
 def _builder(root: Path) -> tuple[str, dict[str, Any]]:
-    """Which ``datasets`` loader reads the folder: by the media files it holds, or its metadata alone."""
+    """Which ``datasets`` loader reads the folder: by the media files it holds, or its metadata alone.
+
+    Without split sub-folders every file is named explicitly: left to itself, ``datasets`` infers
+    splits from file names too, and a stamp called ``toy_train.png`` became the whole train split."""
     suffixes = {p.suffix.lower() for p in root.rglob("*") if p.is_file()}
+    by_folder = any(p.is_dir() and p.name.lower() in SPLIT_FOLDERS for p in root.iterdir())
+    where = {"data_dir": str(root)} if by_folder else {"data_dir": str(root), "data_files": {ALL_ROWS: "**"}}
     if suffixes & IMAGES:
-        return "imagefolder", {"data_dir": str(root)}
+        return "imagefolder", where
     if suffixes & AUDIO:
-        return "audiofolder", {"data_dir": str(root)}
+        return "audiofolder", where
     tables = [root / name for name in METADATA if (root / name).is_file()]
     if not tables:
         raise InputError(f"data folder {root} holds no images, no audio and no metadata.csv/metadata.jsonl",
@@ -64,6 +73,8 @@ def _tables(root: str, stamp: float) -> dict[str, Any]:
             if isinstance(feature, (datasets.Image, datasets.Audio)):
                 table = table.cast_column(column, type(feature)(decode=False))
         tables[RENAMED.get(split, split)] = table
+    if ALL_ROWS in tables and SPLIT_COLUMN not in tables[ALL_ROWS].column_names:
+        tables = {"test": tables[ALL_ROWS]}  # no split column, no split folders: all of it is for evaluation
     if any(SPLIT_COLUMN in t.column_names for t in tables.values()):
         table = datasets.concatenate_datasets(list(tables.values()))
         values = np.asarray([str(v) for v in table[SPLIT_COLUMN]])
