@@ -47,5 +47,9 @@ class GateFailed(EdgemmError):
     exit_code = 4
 
 
+class LibraryFailed(EdgemmError):
+    """A library edgemm drives (a quantizer, an exporter) failed on this model: its message, and what to try."""
+
+
 class EdgemmWarning(UserWarning):
     """Something the user should know that does not stop the command (the CLI prints it as 'warning:')."""

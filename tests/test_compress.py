@@ -310,3 +310,26 @@ def test_other_quantizer_backends_keep_agreement(trained_onnx, tmp_path, backend
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
     else:
         assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 5
+
+
+def test_a_stage_past_the_budget_with_nothing_to_recover_it_stops_the_run(trained_demo, tmp_path):
+    """Prune hard, then only quantize: after prune no stage trains, so the run stops there with a prune fix
+    (before, it went on to quantize and blamed the int8 fallback)."""
+    recipe = recipe_model().model_validate({"name": "hard", "gates": {"max_accuracy_drop": 1.0}, "stages": [
+        {"stage": "prune", "ratio": 0.9, "prune_heads": False}, {"stage": "quantize", "calibration_samples": 32}]})
+    with pytest.raises(GateFailed, match="stage 02-prune dropped val accuracy by .* no later stage trains") as err:
+        compress(str(trained_demo), recipe, tmp_path, batch_sizes=(1,), log=lambda _m: None)
+    assert "prune less" in err.value.hint
+    assert not (tmp_path / "03-quantize").exists() and not (tmp_path / "final").exists()
+    # with distillation after it, the same prune is not judged yet: distill may win accuracy back
+    from edgemm.compress.runner import plan, stage_budgets
+    with_distill = recipe_model().model_validate({"name": "d", "stages": [
+        {"stage": "prune"}, {"stage": "distill"}, {"stage": "quantize"}]})
+    assert stage_budgets(plan(with_distill)) == [False, True, True, True]  # prune | distill, export, quantize
+
+
+@pytest.mark.parametrize("batches, expected", [(8, 3), (7, 2), (12, 5), (2, None), (1, None)])
+def test_calibration_memory_bound_never_divides_the_batch_count(batches, expected):
+    """onnxruntime raised "No data is collected" when the bound divided the batch count (8 batches, bound 2)."""
+    from edgemm.compress.quantizers.ort import batches_in_memory
+    assert batches_in_memory(batches) == expected

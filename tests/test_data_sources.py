@@ -78,6 +78,11 @@ def test_a_data_folder_is_read_as_the_contract_says(own_data):
     # ids and mask come from one tokenisation: padding ids exactly where the mask is 0
     assert ((val.inputs["input_ids"] == 0) == (val.inputs["attention_mask"] == 0)).all()
     assert val.inputs["input_ids"].shape[1] < spec.axes["seq"].max  # padded to the longest caption, not the axis max
+    one = val.head(1).trimmed(spec)  # timed at its own length, not the split's longest caption
+    assert one.inputs["input_ids"].shape[1] == max(int(val.inputs["attention_mask"][0].sum()), spec.axes["seq"].min)
+    model = resolve_model(OWN)
+    full, short = (load_session(model).run(s.inputs)["logits"] for s in (val.head(1), one))
+    assert np.allclose(full, short, atol=1e-5)  # masked padding changes nothing but the time
     import csv
     names = [r["label"] for r in csv.DictReader(open(own_data / "metadata.csv")) if r["split"] == "val"]
     assert [spec.task.labels[i] for i in val.labels] == names  # class names mapped by the contract's labels

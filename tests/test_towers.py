@@ -101,3 +101,23 @@ def test_distill_never_hands_on_weights_worse_than_its_input(own_folder):
 def own_folder(tmp_path_factory):
     from examples.own_model.model import make_folder
     return make_folder(tmp_path_factory.mktemp("own_folder"), n=90)
+
+
+def test_int8_per_tower_static_image_dynamic_text(own_folder, tmp_path):
+    """One graph: static Q/DQ in the CNN tower, dynamic int8 MatMuls in the BERT tower (both inputs of it)."""
+    from edgemm import api
+    from edgemm.bench.latency import TimingSettings
+    from edgemm.compress.recipe import recipe_model
+    recipe = recipe_model().model_validate({"name": "per-tower", "gates": {"max_accuracy_drop": 100}, "stages": [
+        {"stage": "quantize", "calibration_samples": 32, "tower_modes": {"text": "dynamic"}}]})
+    result = api.compress(OWN, recipe, tmp_path / "c", data=str(own_folder), batch_sizes=(1,),
+                          timing=TimingSettings(warmup=1, min_iterations=3, min_seconds=0.0, rounds=1), log=lambda _m: None)
+    graph = onnx.load(str(result.final))
+    spec = resolve_model(str(result.final)).spec
+    towers = node_towers(graph, {i.name: i.tower_name for i in spec.inputs})
+    ops = {(towers[n.name], n.op_type) for n in graph.graph.node}
+    assert ("text", "MatMulInteger") in ops and ("text", "DynamicQuantizeLinear") in ops
+    assert ("pixel_values", "QuantizeLinear") in ops and ("pixel_values", "MatMulInteger") not in ops
+    with pytest.raises(Exception, match="tower_modes names \\[.txt.\\], which are neither"):
+        bad = recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update={"tower_modes": {"txt": "dynamic"}})]})
+        api.compress(OWN, bad, tmp_path / "bad", data=str(own_folder), batch_sizes=(1,), log=lambda _m: None)

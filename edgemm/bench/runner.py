@@ -122,8 +122,8 @@ def latency_inputs(model: LoadedModel, batch_size: int, split: str | None,
     spec, dataset = model.spec, dataset or model.spec.dataset
     if dataset and split:
         data = load_split(dataset, split, spec).for_inputs(spec.input_names)
-        if len(data) >= batch_size:
-            return data.head(batch_size).inputs, f"{dataset}/{split}[:{batch_size}]"
+        if len(data) >= batch_size:  # timed at the batch's own text length, not the split's longest
+            return data.head(batch_size).trimmed(spec).inputs, f"{dataset}/{split}[:{batch_size}]"
     return spec.example_inputs({"batch": batch_size}, seed=0), "generated from the contract (opt sizes)"
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from edgemm.bench.latency import TimingSettings
+from rich.markup import escape
+
 from edgemm.cli.common import console, handles_errors, out, status, step_progress
 from edgemm.cli.options import ThreadsOpt, choices, option_group
 from edgemm.bench.regression import parse_fail_on
@@ -98,6 +100,11 @@ def export(model: ModelArg,
         agree = "" if check.top1_agreement is None else f", top-1 agreement {check.top1_agreement:.4f}"
         out.print(f"[green]✓[/] {check.output}: max abs error {check.max_abs_error:.2e}, "
                   f"cosine {check.cosine:.6f}{agree}")
+    if result.validation:  # say what it was checked on: real samples, or only generated inputs
+        fed = result.validation.inputs
+        real = [f for f in fed if not f.startswith("random")]
+        out.print(f"validated on {len(fed)} batch(es): " + escape(", ".join(fed))
+                  + ("" if real else "  [yellow](no data: generated inputs only; pass --data for real samples)[/]"))
     nodes = result.details
     shape = f"{nodes['nodes_exported']} → {nodes['nodes_simplified']} nodes, " if "nodes_exported" in nodes else ""
     out.print(f"wrote {result.path} ({shape}{result.seconds:.1f} s)")

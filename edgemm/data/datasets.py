@@ -52,6 +52,20 @@ class Split:
     def head(self, n: int) -> "Split":
         return self.take(slice(0, n))
 
+    def trimmed(self, spec: "ModelSpec") -> "Split":
+        """Without the padding no row of this batch uses: tokenised text is padded to the longest text of
+        the whole split, but a batch of short captions runs (and is timed) at its own longest length."""
+        masks = [i for i in spec.inputs if getattr(i.preprocess, "field", None) == "attention_mask"
+                 and i.name in self.inputs and len(i.shape) == 2 and isinstance(i.shape[1], str)]
+        if not masks or not len(self):
+            return self
+        axis = masks[0].shape[1]
+        used = np.flatnonzero(self.inputs[masks[0].name].any(axis=0))
+        length = max(int(used[-1]) + 1 if len(used) else 1, spec.axes[axis].min)
+        on_axis = {i.name for i in spec.inputs if len(i.shape) == 2 and i.shape[1] == axis}
+        sliced = {name: array[:, :length] if name in on_axis else array for name, array in self.inputs.items()}
+        return Split(self.name, sliced, self.labels)
+
     def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         for start in range(0, len(self), batch_size):
             part = self.take(slice(start, start + batch_size))

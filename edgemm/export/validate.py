@@ -43,6 +43,7 @@ class ValidationReport:
     inputs: list[str]
     checks: list[OutputCheck]
     tolerances: dict[str, float]
+    data: str | None = None  # the data its real samples came from; None: generated inputs only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +86,7 @@ def compare(spec: ModelSpec, reference: Session, candidate: Session, settings: V
     checks = [_check(name, np.concatenate(ref_out[name]), np.concatenate(cand_out[name]), spec, settings)
               for name in spec.output_names]
     return ValidationReport(passed=not any(c.failures for c in checks), inputs=[label for label, _ in feeds],
-                            checks=checks, tolerances=settings.model_dump())
+                            checks=checks, tolerances=settings.model_dump(), data=spec.dataset)
 
 
 def _check(name: str, ref: np.ndarray, cand: np.ndarray, spec: ModelSpec, s: ValidationSettings) -> OutputCheck:

@@ -1,22 +1,43 @@
-"""onnxruntime.quantization: static Q/DQ calibrated on real samples with the target's scheme, or dynamic int8."""
+"""onnxruntime.quantization: static Q/DQ calibrated on real samples with the target's scheme, dynamic int8,
+or both in one graph, chosen per tower (static for CNN towers, dynamic for transformer text towers, whose
+activations static int8 ranges fit badly: ../shared/NOTES.md measured MiniLM at cosine 0.94 static vs
+0.993 dynamic)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
+from edgemm.compress.graph import node_towers
 from edgemm.compress.quantizer import QUANTIZERS, Feeds, OnnxQuantizer, QuantizeConfig
 from edgemm.export.profiles import QuantizationSettings
+from edgemm.errors import ConfigError, EdgemmError, LibraryFailed
 from edgemm.lazy import lazy_import
+from edgemm.models.registry import resolve_model
 
+onnx = lazy_import("onnx")
 quantization = lazy_import("onnxruntime.quantization")
 shape_inference = lazy_import("onnxruntime.quantization.shape_inference")
 
 PREPROCESSED = "fp32.pre.onnx"
 
 
+Mode = Literal["static", "dynamic"]
+
+
+def batches_in_memory(batches: int) -> int | None:
+    """How many batches of every intermediate tensor calibration keeps before folding them into ranges
+    (unbounded, a 26 M-parameter image + text model peaked at 6.5 GB RSS). Not a divisor of the batch
+    count: onnxruntime 1.32 raises "No data is collected" when the last fold leaves nothing behind."""
+    return next((k for k in range(2, batches) if batches % k), None)
+
+
 class OrtQuantizeConfig(QuantizeConfig):
     backend: Literal["ort"] = "ort"
-    mode: Literal["static", "dynamic"] = "static"
+    mode: Mode = "static"
+    tower_modes: dict[str, Mode] = Field(default_factory=dict, description="per tower (the contract's tower names) "
+                                         "or per modality (text, image...): static or dynamic int8; others use mode")
     calibration_method: Literal["minmax", "percentile", "entropy"] | None = None  # default: the target profile's
 
 
@@ -59,13 +80,55 @@ class OrtQuantizer(OnnxQuantizer):
         return scheme
 
     def quantize(self, fp32, out, feeds, scheme, config: OrtQuantizeConfig, exclude):
-        q = quantization
+        try:
+            return self._quantize(fp32, out, feeds, scheme, config, exclude)
+        except EdgemmError:
+            raise
+        except Exception as err:  # onnxruntime.quantization raises plain ValueError/RuntimeError on odd graphs
+            raise LibraryFailed(f"onnxruntime's quantizer failed on {fp32.name}: {type(err).__name__}: {str(err)[:300]}",
+                                "try mode: dynamic, keep the tower it names in float (keep_float), or "
+                                "backend: modelopt") from None
+
+    def _quantize(self, fp32, out, feeds, scheme, config: OrtQuantizeConfig, exclude):
         source = self.prepare(fp32, out.parent)
-        if config.mode == "dynamic":
-            q.quantize_dynamic(str(source), str(out), per_channel=scheme.per_channel, weight_type=q.QuantType.QInt8,
-                               op_types_to_quantize=[t for t in scheme.op_types if t in ("MatMul", "Gemm")],
-                               nodes_to_exclude=exclude)
-            return out
+        dynamic = self.dynamic_nodes(source, fp32, config)
+        static_part = out.with_suffix(".static.onnx") if dynamic else out
+        if config.mode == "static" or set(config.tower_modes.values()) & {"static"}:
+            self.quantize_static(source, static_part, feeds, scheme, config, sorted(set(exclude) | dynamic))
+        else:
+            static_part = source
+        if dynamic - set(exclude):  # the dynamic towers' MatMuls, on the graph whose other towers are static
+            quantization.quantize_dynamic(
+                str(static_part), str(out), per_channel=scheme.per_channel, weight_type=quantization.QuantType.QInt8,
+                op_types_to_quantize=[t for t in scheme.op_types if t in ("MatMul", "Gemm")],
+                nodes_to_quantize=sorted(dynamic - set(exclude)))
+            if static_part != source:
+                static_part.unlink(missing_ok=True)
+        elif static_part != out:
+            out.write_bytes(static_part.read_bytes())
+        return out
+
+    @staticmethod
+    def dynamic_nodes(graph: Path, fp32: Path, config: OrtQuantizeConfig) -> set[str]:
+        """Nodes of the towers quantized dynamically (the tower of a node: ``compress/graph.py``)."""
+        if config.mode == "static" and "dynamic" not in config.tower_modes.values():
+            return set()
+        spec = resolve_model(str(fp32)).spec  # the contract the ONNX carries
+        modality = {tower: spec.input(inputs[0]).modality for tower, inputs in spec.towers.items()}
+        unknown = set(config.tower_modes) - set(spec.towers) - set(modality.values()) - {"fusion"}
+        if unknown:
+            raise ConfigError(f"quantize.tower_modes names {sorted(unknown)}, which are neither towers nor modalities "
+                              "of the model", f"its towers: {sorted(spec.towers)} (and fusion); modalities: "
+                                             f"{sorted(set(modality.values()))}")
+        modes = config.tower_modes
+        towers = node_towers(onnx.load(str(graph), load_external_data=False),
+                             {i.name: i.tower_name for i in spec.inputs})
+        return {node for node, tower in towers.items()
+                if modes.get(tower, modes.get(modality.get(tower, ""), config.mode)) == "dynamic"}
+
+    @staticmethod
+    def quantize_static(source: Path, out: Path, feeds, scheme, config: OrtQuantizeConfig, exclude: list[str]) -> None:
+        q = quantization
         method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
                   "entropy": q.CalibrationMethod.Entropy}[scheme.calibration_method]
         q.quantize_static(
@@ -75,5 +138,4 @@ class OrtQuantizer(OnnxQuantizer):
             activation_type=q.QuantType.QUInt8 if scheme.activations == "uint8" else q.QuantType.QInt8,
             weight_type=q.QuantType.QInt8,
             extra_options={"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
-                           "CalibPercentile": 99.99})
-        return out
+                           "CalibPercentile": 99.99, "CalibMaxIntermediateOutputs": batches_in_memory(len(feeds))})
