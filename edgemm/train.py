@@ -19,6 +19,7 @@ from edgemm.artifacts import atomic_path, write_json
 from edgemm.data.datasets import Split
 from edgemm.lazy import lazy_import
 from edgemm.runtime import accuracy
+from edgemm.runtime.evaluate import eval_batch_size
 from edgemm.runtime.backends.pytorch import TorchSession
 from edgemm.runtime.convert import to_tensors
 from edgemm.spec import ModelSpec
@@ -59,7 +60,7 @@ class TrainResult:
 
 def evaluate(model: Any, spec: ModelSpec, split: Split) -> float:
     """Accuracy of a PyTorch module, scored like every other session (runtime.accuracy)."""
-    return accuracy(TorchSession(model, spec), split, batch_size=256)
+    return accuracy(TorchSession(model, spec), split, batch_size=eval_batch_size(split, limit=256))
 
 
 def _dist() -> tuple[int, int]:

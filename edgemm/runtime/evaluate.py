@@ -17,18 +17,28 @@ if TYPE_CHECKING:
     from edgemm.runtime.session import Session
 
 EVAL_BATCH = 64
+BATCH_INPUT_BYTES = 16 * 2**20  # activations grow with the input: 64 images of 224x224 held an ORT arena of GBs
 
 
-def task_outputs(session: "Session", data: "Split", batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """The task output (``spec.task.output``) of ``session`` over every sample of ``data``, streamed in batches."""
+def eval_batch_size(data: "Split", limit: int = EVAL_BATCH) -> int:
+    """At most ``limit`` samples, and at most BATCH_INPUT_BYTES of input per batch (large images stream smaller)."""
+    per_sample = sum(array[:1].nbytes for array in data.inputs.values()) or 1
+    return max(1, min(limit, BATCH_INPUT_BYTES // per_sample))
+
+
+def task_outputs(session: "Session", data: "Split", batch_size: int | None = None) -> np.ndarray:
+    """The task output (``spec.task.output``) of ``session`` over every sample of ``data``, streamed in batches
+    (each without the text padding none of its rows uses)."""
     spec = session.spec
     data = data.for_inputs(spec.input_names)
     if len(data) == 0:
         raise ConfigError(f"split {data.name!r} is empty", "evaluate on a split with samples")
-    return np.concatenate([session.run(inputs)[spec.task.output] for inputs, _ in data.batches(batch_size)])
+    size = batch_size or eval_batch_size(data)
+    return np.concatenate([session.run(data.take(slice(start, start + size)).trimmed(spec).inputs)[spec.task.output]
+                           for start in range(0, len(data), size)])
 
 
-def accuracy(session: "Session", data: "Split", batch_size: int = EVAL_BATCH) -> float:
+def accuracy(session: "Session", data: "Split", batch_size: int | None = None) -> float:
     """Top-1 accuracy of a classifier session on a labelled split."""
     if session.spec.task.kind != "classification":
         raise ConfigError(f"model {session.spec.name!r} is a {session.spec.task.kind} model: it has no accuracy",
