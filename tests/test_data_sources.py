@@ -137,3 +137,23 @@ def test_folder_data_follows_the_artifacts_across_processes(own_run, own_data, t
     assert report["results"][0]["accuracy"]["test"] == pytest.approx(expected, abs=1e-6) and expected > 0.6
 
 
+
+
+DATA_CODE = "tests.fixtures.user_models:data_splits"
+
+
+def test_data_from_code_runs_only_when_named_on_the_command_line(tiny_onnx, tmp_path):
+    from edgemm.data.datasets import choose_data
+    from edgemm.export.targets.onnx import save_onnx
+    import onnx
+    model = resolve_model(FACTORY)
+    expected = accuracy(load_session(model), load_split(DATA_CODE, "test", model.spec))
+    report, _ = api.bench([str(tiny_onnx)], batch_sizes=(2,), threads=1, splits=("test",), timing=FAST, dataset=DATA_CODE)
+    assert report.results[0].accuracy == {"test": pytest.approx(expected)}
+    # an ONNX someone else wrote, whose contract records code as its data: not run unless named again
+    spec = model.spec.model_copy(update={"dataset": DATA_CODE})
+    shared = save_onnx(onnx.load(str(tiny_onnx)), spec, tmp_path / "shared.onnx")
+    with pytest.raises(ConfigError, match="records its data as code .*edgemm does not run code"):
+        api.bench([str(shared)], batch_sizes=(2,), threads=1, timing=FAST)
+    assert choose_data(None, spec, trusted=True) == DATA_CODE  # the user's own factory: their code
+    assert choose_data(DATA_CODE, spec, trusted=False) == DATA_CODE  # named on the command line
