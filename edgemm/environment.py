@@ -27,6 +27,24 @@ def versions() -> dict[str, str]:
     return found
 
 
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def x86_without_vnni() -> bool:
+    """An x86 CPU whose int8 dot products (u8 x s8 pairs summed into int16) can saturate."""
+    return platform.machine().lower() in ("x86_64", "amd64") and not (cpu_flags() & VNNI_FLAGS)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -361,3 +361,18 @@ def test_histogram_calibration_sees_a_bounded_sample(monkeypatch, tmp_path):
         scheme = load_profile("x86-cpu").quantization.model_copy(update={"calibration_method": method})
         ort.OrtQuantizer.quantize_static(tmp_path / "in.onnx", tmp_path / "out.onnx", feeds, scheme, config, [])
         assert seen["batches"] == batches
+
+
+@pytest.mark.parametrize("flags, machine, setting, expected", [
+    ({"avx2"}, "x86_64", "auto", True),  # AVX2 EPYC: u8 x s8 pairs saturate int16 -> 7-bit weights
+    ({"avx2", "avx512_vnni"}, "x86_64", "auto", False),
+    ({"asimd"}, "aarch64", "auto", False),
+    ({"avx2"}, "x86_64", False, False),  # the TensorRT profile says false: its int8 runs on the GPU
+])
+def test_reduce_range_follows_the_quantizing_cpu(monkeypatch, flags, machine, setting, expected):
+    from edgemm import environment
+    monkeypatch.setattr(environment, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(environment.platform, "machine", lambda: machine)
+    scheme = load_profile("x86-cpu").quantization.model_copy(update={"reduce_range": setting})
+    assert scheme.reduces_range() is expected
+    assert load_profile("tensorrt-gpu").quantization.reduces_range() is False

@@ -99,7 +99,8 @@ class OnnxQuantizer(Quantizer):
                                          tower_of={i.name: i.tower_name for i in model.spec.inputs})
         final = save_onnx(onnx.load(str(outcome.path)), model.spec, ctx.stage_dir / "model.onnx")
         shutil.rmtree(work, ignore_errors=True)
-        return Artifact("onnx", final), {"scheme": scheme.model_dump(), "backend": self.name, **outcome.to_dict()}
+        scheme_used = {**scheme.model_dump(), "reduce_range": scheme.reduces_range()}  # "auto" as resolved here
+        return Artifact("onnx", final), {"scheme": scheme_used, "backend": self.name, **outcome.to_dict()}
 
 
 class TorchQuantizer(Quantizer):

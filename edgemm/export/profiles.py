@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model, field_validator
 
 from edgemm.config import Strict, load_yaml_model
+from edgemm.environment import x86_without_vnni
 from edgemm.errors import ConfigError
 from edgemm.export.registry import EXPORT_TARGETS
 from edgemm.export.validate import ValidationSettings
@@ -31,6 +32,13 @@ class QuantizationSettings(Strict):
     op_types: list[str] = Field(default_factory=lambda: ["Conv", "MatMul", "Gemm"],
                                 description="quantising Add/Softmax (attention masks) collapses accuracy")
     calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+    reduce_range: bool | Literal["auto"] = Field("auto", description=(
+        "7-bit weights. onnxruntime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) can "
+        "saturate; measured on an AVX2 EPYC: EfficientNet-Lite0 int8 79.1 % -> 84.5 % with it (float 89.1 %). "
+        "auto: on when the CPU that quantizes is x86 without VNNI"))
+
+    def reduces_range(self) -> bool:
+        return x86_without_vnni() if self.reduce_range == "auto" else self.reduce_range
 
 
 class PruningSettings(Strict):

@@ -107,6 +107,7 @@ class OrtQuantizer(OnnxQuantizer):
         if dynamic - set(exclude):  # the dynamic towers' MatMuls, on the graph whose other towers are static
             quantization.quantize_dynamic(
                 str(static_part), str(out), per_channel=scheme.per_channel, weight_type=quantization.QuantType.QInt8,
+                reduce_range=scheme.reduces_range(),
                 op_types_to_quantize=[t for t in scheme.op_types if t in ("MatMul", "Gemm")],
                 nodes_to_quantize=sorted(dynamic - set(exclude)))
             if static_part != source:
@@ -144,7 +145,7 @@ class OrtQuantizer(OnnxQuantizer):
         q.quantize_static(
             str(source), str(out), calibration_reader(feeds), quant_format=q.QuantFormat.QDQ,
             op_types_to_quantize=scheme.op_types, per_channel=scheme.per_channel, nodes_to_exclude=exclude,
-            calibrate_method=method,
+            calibrate_method=method, reduce_range=scheme.reduces_range(),
             activation_type=q.QuantType.QUInt8 if scheme.activations == "uint8" else q.QuantType.QInt8,
             weight_type=q.QuantType.QInt8,
             extra_options={"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
