@@ -5,10 +5,15 @@ import numpy as np
 
 from edgemm.data.datasets import Split, load_split
 from edgemm.errors import InputError
+from edgemm.runtime.evaluate import eval_batch_size
 from edgemm.spec import ModelSpec
 
 
-def check_calibration(spec: ModelSpec, split: Split, batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+# A calibrator holds every intermediate tensor of a few batches: 32 images of 224x224 made that GBs.
+CALIBRATION_BATCH_INPUT_BYTES = 4 * 2**20
+
+
+def check_calibration(spec: ModelSpec, split: Split, batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
     """Batches for a calibrator; refuses NaN, wrong dtypes/shapes and a missing modality by name."""
     if len(split) == 0:
         raise InputError("calibration data is empty", "give at least one sample per batch")
@@ -17,6 +22,7 @@ def check_calibration(spec: ModelSpec, split: Split, batch_size: int = 32) -> li
         raise InputError(f"calibration data lacks input(s) {missing} "
                          f"({', '.join(spec.input(n).modality for n in missing)})",
                          "calibrate on samples that cover every modality, or the quantizer sees no ranges there")
+    batch_size = batch_size or eval_batch_size(split, 32, CALIBRATION_BATCH_INPUT_BYTES)
     feeds = []
     for start, (inputs, _) in zip(range(0, len(split), batch_size), split.batches(batch_size)):
         feed = {n: inputs[n] for n in spec.input_names}

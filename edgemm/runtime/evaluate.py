@@ -20,10 +20,10 @@ EVAL_BATCH = 64
 BATCH_INPUT_BYTES = 16 * 2**20  # activations grow with the input: 64 images of 224x224 held an ORT arena of GBs
 
 
-def eval_batch_size(data: "Split", limit: int = EVAL_BATCH) -> int:
-    """At most ``limit`` samples, and at most BATCH_INPUT_BYTES of input per batch (large images stream smaller)."""
+def eval_batch_size(data: "Split", limit: int = EVAL_BATCH, input_bytes: int = BATCH_INPUT_BYTES) -> int:
+    """At most ``limit`` samples, and at most ``input_bytes`` of input per batch (large images stream smaller)."""
     per_sample = sum(array[:1].nbytes for array in data.inputs.values()) or 1
-    return max(1, min(limit, BATCH_INPUT_BYTES // per_sample))
+    return max(1, min(limit, input_bytes // per_sample))
 
 
 def task_outputs(session: "Session", data: "Split", batch_size: int | None = None) -> np.ndarray:
