@@ -98,3 +98,26 @@ def effnet_minilm(classes: list[str] | tuple[str, ...] = TUXPAINT_CLASSES, head:
         from safetensors.torch import load_file
         module.head.load_state_dict({k.removeprefix("head."): v for k, v in load_file(head).items()})
     return module.eval(), spec(tuple(classes), trained=head is not None and Path(head).is_file())
+
+
+def minilm_embedder():
+    """The text tower alone: all-MiniLM-L6-v2, mean-pooled under the mask (sentence-transformers' pooling).
+    An embedding model: scored by fidelity (cosine) to its fp32 self, not by accuracy."""
+    class MeanPooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text = _text_tower()
+
+        def forward(self, input_ids, attention_mask):
+            tokens = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    full = spec(TUXPAINT_CLASSES, trained=True)
+    text_inputs = tuple(i for i in full.inputs if i.tower == "text")
+    # "embedding" as an output name broke the dynamo export of MiniLM (../shared/NOTES.md)
+    embedder = ModelSpec(name="minilm-l6", trained=True, inputs=text_inputs,
+                         outputs=(OutputSpec(name="sentence_embedding", shape=("batch", TEXT_DIM)),),
+                         task=TaskSpec(kind="embedding", output="sentence_embedding"),
+                         axes={k: v for k, v in full.axes.items()})
+    return MeanPooled().eval(), embedder

@@ -13,3 +13,6 @@ ZOO.register(PretrainedEntry(
     "effnet-minilm", "edgemm.models.pretrained:effnet_minilm", {},
     "EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2, mid fusion, 26.5 M params; head untrained "
     "(benchmarks/tuxpaint.py trains it on Tux Paint stamps)"))
+ZOO.register(PretrainedEntry(
+    "minilm-l6", "edgemm.models.pretrained:minilm_embedder", {},
+    "all-MiniLM-L6-v2 sentence embeddings (mean-pooled), 22.7 M params: the text tower of effnet-minilm alone"))
