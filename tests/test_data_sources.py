@@ -157,3 +157,27 @@ def test_data_from_code_runs_only_when_named_on_the_command_line(tiny_onnx, tmp_
         api.bench([str(shared)], batch_sizes=(2,), threads=1, timing=FAST)
     assert choose_data(None, spec, trusted=True) == DATA_CODE  # the user's own factory: their code
     assert choose_data(DATA_CODE, spec, trusted=False) == DATA_CODE  # named on the command line
+
+
+def test_an_audio_folder_becomes_log_mel_features(tmp_path):
+    """audiofolder layout: clips at other sample rates, resampled and turned into log-mel as AudioFrom says."""
+    import csv
+    import soundfile
+    from edgemm.spec import AudioFrom, AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "metadata.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "label", "split"])
+        for i in range(6):
+            rate = (8000, 22050)[i % 2]
+            soundfile.write(tmp_path / f"clip{i}.wav", rng.normal(0, 0.1, int(rate * (0.5 + 0.1 * i))).astype(np.float32), rate)
+            writer.writerow([f"clip{i}.wav", ("yes", "no")[i % 2], ("train", "test")[i // 3]])
+    spec = ModelSpec(name="kws", inputs=(InputSpec(name="mel", modality="audio", dtype="float32",
+                                                   shape=("batch", 40, "frames"),
+                                                   preprocess=AudioFrom(sample_rate=16000, seconds=1.0)),),
+                     outputs=(OutputSpec(name="logits", shape=("batch", 2)),),
+                     task=TaskSpec(kind="classification", output="logits", num_classes=2, labels=("yes", "no")),
+                     axes={"batch": AxisRange(min=1, opt=4, max=8), "frames": AxisRange(min=10, opt=101, max=200)})
+    test = load_split(str(tmp_path), "test", spec)
+    assert test.inputs["mel"].shape == (3, 40, 101) and test.labels.tolist() == [1, 0, 1]  # 1 s at hop 160 -> 101
+    spec.check_inputs(test.inputs)

@@ -1,5 +1,5 @@
 """A data folder in the layout the field already uses: Hugging Face ``datasets`` "imagefolder" /
-"audiofolder" (read by ``datasets`` itself).
+"audiofolder" (read by ``datasets`` itself; for audio, its metadata table: the clips are read by edgemm).
 
     mydata/
       metadata.csv      file_name,text,label,split      (or metadata.jsonl; *_file_name columns too)
@@ -47,13 +47,14 @@ def _builder(root: Path) -> tuple[str, dict[str, Any]]:
     where = {"data_dir": str(root)} if by_folder else {"data_dir": str(root), "data_files": {ALL_ROWS: "**"}}
     if suffixes & IMAGES:
         return "imagefolder", where
-    if suffixes & AUDIO:
-        return "audiofolder", where
+    # Audio: the metadata table itself, files read by edgemm (datasets' audiofolder needs torchcodec even
+    # to store undecoded clips); file_name becomes the "audio" column, as audiofolder would name it.
     tables = [root / name for name in METADATA if (root / name).is_file()]
     if not tables:
-        raise InputError(f"data folder {root} holds no images, no audio and no metadata.csv/metadata.jsonl",
-                         f"lay it out as {LAYOUT}")
-    return ("csv" if tables[0].suffix == ".csv" else "json"), {"data_files": str(tables[0])}
+        what = "audio files but no metadata.csv/metadata.jsonl beside them" if suffixes & AUDIO else \
+            "no images, no audio and no metadata.csv/metadata.jsonl"
+        raise InputError(f"data folder {root} holds {what}", f"lay it out as {LAYOUT}")
+    return ("csv" if tables[0].suffix == ".csv" else "json"), {"data_files": {ALL_ROWS: str(tables[0])}}
 
 
 @lru_cache(maxsize=2)
@@ -69,6 +70,9 @@ def _tables(root: str, stamp: float) -> dict[str, Any]:
                          f"lay it out as {LAYOUT}") from None
     tables = {}
     for split, table in loaded.items():
+        if builder in ("csv", "json"):
+            table = table.rename_columns({c: c.removesuffix("_file_name") if c != "file_name" else "audio"
+                                          for c in table.column_names if c.endswith("file_name")})
         for column, feature in table.features.items():
             if isinstance(feature, (datasets.Image, datasets.Audio)):
                 table = table.cast_column(column, type(feature)(decode=False))
