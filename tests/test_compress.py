@@ -321,6 +321,7 @@ def test_a_stage_past_the_budget_with_nothing_to_recover_it_stops_the_run(traine
         compress(str(trained_demo), recipe, tmp_path, batch_sizes=(1,), log=lambda _m: None)
     assert "prune less" in err.value.hint
     assert not (tmp_path / "03-quantize").exists() and not (tmp_path / "final").exists()
+    assert json.loads((tmp_path / "gate_report.json").read_text())["failed_stage"] == "02-prune"
     # with distillation after it, the same prune is not judged yet: distill may win accuracy back
     from edgemm.compress.runner import plan, stage_budgets
     with_distill = recipe_model().model_validate({"name": "d", "stages": [

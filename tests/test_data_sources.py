@@ -181,3 +181,22 @@ def test_an_audio_folder_becomes_log_mel_features(tmp_path):
     test = load_split(str(tmp_path), "test", spec)
     assert test.inputs["mel"].shape == (3, 40, 101) and test.labels.tolist() == [1, 0, 1]  # 1 s at hop 160 -> 101
     spec.check_inputs(test.inputs)
+
+
+def test_edited_data_changes_the_fingerprint_stages_are_reused_by(own_data, tmp_path):
+    """Stage reuse keys on the data's fingerprint, not only its name: an edited folder or .npz is new data."""
+    import os
+    import shutil
+    from edgemm.data.datasets import data_fingerprint
+    folder = tmp_path / "data"
+    shutil.copytree(own_data, folder)
+    before = data_fingerprint(str(folder))
+    meta = folder / "metadata.csv"
+    meta.write_text(meta.read_text().replace(",train\n", ",val\n", 1))
+    os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))
+    assert data_fingerprint(str(folder)) != before
+    arrays = tmp_path / "d.npz"
+    np.savez(arrays, **{"test/labels": np.zeros(3)})
+    first = data_fingerprint(str(arrays))
+    np.savez(arrays, **{"test/labels": np.zeros(4)})
+    assert data_fingerprint(str(arrays)) != first and data_fingerprint("edgemm-digits") == "edgemm-digits"

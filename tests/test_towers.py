@@ -121,3 +121,11 @@ def test_int8_per_tower_static_image_dynamic_text(own_folder, tmp_path):
     with pytest.raises(Exception, match="tower_modes names \\[.txt.\\], which are neither"):
         bad = recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update={"tower_modes": {"txt": "dynamic"}})]})
         api.compress(OWN, bad, tmp_path / "bad", data=str(own_folder), batch_sizes=(1,), log=lambda _m: None)
+
+
+def test_a_single_tower_model_keeps_its_class_count():
+    """No fusion to protect the head in a one-tower model: the layer that produces the output keeps its width."""
+    model = resolve_model("demo-image-only")
+    prune(model, PruneConfig(stage="prune", ratio=0.5), round_to=None)
+    out = model.module(torch.from_numpy(model.spec.example_inputs({"batch": 2})["image"]))
+    assert out.shape == (2, 10)

@@ -115,8 +115,15 @@ PROBE_SAMPLES = 16  # the error ranking keeps every intermediate tensor of two m
 
 def probe_feeds(feeds: list[dict[str, np.ndarray]], samples: int = PROBE_SAMPLES) -> list[dict[str, np.ndarray]]:
     """The first ``samples`` calibration samples, in one feed: what the per-node error ranking runs on."""
-    first = feeds[0]
-    return [{name: array[:samples] for name, array in first.items()}]
+    taken, total = [], 0
+    for feed in feeds:
+        if total >= samples:
+            break
+        taken.append(feed)
+        total += len(next(iter(feed.values())))
+    if any(a.ndim >= 2 and len({f[name].shape[1:] for f in taken}) > 1 for name, a in taken[0].items()):
+        taken = taken[:1]  # batches of different text lengths do not stack: the first alone
+    return [{name: np.concatenate([f[name] for f in taken])[:samples] for name in taken[0]}]
 
 
 def rank_nodes_by_error(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]],

@@ -67,7 +67,12 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
     if steps[0][0] == "export":  # the input's export is the reference export: do not redo it
         artifact, steps = reference_onnx, steps[1:]
     for index, ((name, config), gated) in enumerate(zip(steps, stage_budgets(steps)), start=2):
-        artifact, metrics = run_stage(index, name, config, artifact, ctx, gated)
+        try:
+            artifact, metrics = run_stage(index, name, config, artifact, ctx, gated)
+        except GateFailed as err:  # a stage's own gate: the report says how far the run got
+            write_json(out_dir / "gate_report.json", {"failed_stage": f"{index:02d}-{name}", "error": err.args[0],
+                                                      "fix": err.hint, "stages": stages})
+            raise
         stages.append({"stage": name, **{k: v for k, v in metrics.items() if k != "history"}})
     log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
     refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]

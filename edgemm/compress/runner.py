@@ -19,6 +19,7 @@ from edgemm import __version__
 from edgemm.artifacts import read_manifest, write_json, write_manifest
 from edgemm.compress.recipe import RecipeBase
 from edgemm.compress.stage import STAGES, Artifact, Context, StageConfig, artifact_chain
+from edgemm.data.datasets import data_fingerprint
 from edgemm.errors import ConfigError, GateFailed
 
 IN_PROGRESS = "in_progress.json"  # a started stage's key; with no manifest beside it the stage is unfinished
@@ -56,7 +57,7 @@ def _stage_key(name: str, config: StageConfig | None, artifact: Artifact, ctx: C
     """What a stage's output depends on. The profile as written (not its defaults: registering a target
     adds a default section to every profile), and the gates for stages that work to them."""
     blob = json.dumps({"stage": name, "config": config.model_dump() if config else None, "input": artifact.sha256(),
-                       "profile": ctx.profile.model_dump(exclude_unset=True), "dataset": ctx.dataset,
+                       "profile": ctx.profile.model_dump(exclude_unset=True), "dataset": data_fingerprint(ctx.dataset),
                        "gates": ctx.gates.model_dump() if STAGES.get(name, usable=False).uses_gates else None,
                        "edgemm": __version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -112,6 +112,17 @@ def find_source(ref: str) -> DataSource:
                       "module:function", f"registered: {', '.join(DATASETS.names())}; see `edgemm list datasets`")
 
 
+def data_fingerprint(ref: str) -> str:
+    """Changes when the data changes: a file's size and mtime, a folder's newest metadata or listing."""
+    path = Path(ref)
+    if path.is_file():
+        return f"{ref}|{path.stat().st_size}|{path.stat().st_mtime_ns}"
+    if path.is_dir():
+        stamps = [p.stat().st_mtime_ns for p in (path, *path.iterdir()) if p.is_dir() or p.name.startswith("metadata.")]
+        return f"{ref}|{max(stamps)}"
+    return ref
+
+
 def data_ref(ref: str) -> str:
     """The form recorded in artifacts: files and folders as absolute paths, anything else as given."""
     return str(Path(ref).resolve()) if Path(ref).exists() else ref
@@ -124,7 +135,8 @@ def choose_data(explicit: str | None, spec: "ModelSpec", trusted: bool) -> str |
         find_source(explicit)
         return data_ref(explicit)
     ref = spec.dataset
-    if ref and Path(ref).is_absolute() and not Path(ref).exists():  # recorded on another machine
+    looks_like_path = bool(ref) and ("/" in ref or "\\" in ref or Path(ref).suffix in (".npz", ".csv", ".jsonl"))
+    if looks_like_path and not Path(ref).exists():  # recorded on another machine, or relative to elsewhere
         warnings.warn(f"the data model {spec.name!r} records ({ref}) is not here; no accuracy without --data",
                       EdgemmWarning, stacklevel=2)
         return None

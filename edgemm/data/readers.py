@@ -90,6 +90,10 @@ def read_images(values: Sequence[Any], inp: InputSpec, how: ImageFrom, ctx: Read
     if not all(isinstance(d, int) for d in size):
         raise InputError(f"input {inp.name!r} has dynamic height/width", "set ImageFrom(size=(height, width))")
     height, width = size
+    for name, values_ in (("mean", how.mean), ("std", how.std)):
+        if len(values_) not in (1, channels):
+            raise InputError(f"input {inp.name!r}: ImageFrom.{name} has {len(values_)} values for {channels} "
+                             "channel(s)", f"give one {name} or one per channel")
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise InputError(f"input {inp.name!r} has {channels} channels; images are read as 1 (grey) or 3 (RGB)",
@@ -147,8 +151,12 @@ def tokenize(values: Sequence[Any], inp: InputSpec, how: TokenizerFrom, ctx: Rea
         texts = ["" if v is None else str(v) for v in values]
         # Pad to the split's longest text (not to max_length): latency is then timed at real lengths.
         padding = "max_length" if isinstance(seq_axis, int) else "longest"
-        ctx.tokenised[key] = tokenizer(texts, padding=padding, truncation=True, max_length=max_length,
-                                       return_tensors="np")
+        try:
+            ctx.tokenised[key] = tokenizer(texts, padding=padding, truncation=True, max_length=max_length,
+                                           return_tensors="np")
+        except Exception as err:  # no pad token, a slow tokenizer without numpy support...
+            raise InputError(f"tokenizer {how.tokenizer} failed on column {how.column!r}: {str(err)[:200]}",
+                             "save a tokenizer that pads (tokenizer.pad_token = ...; save_pretrained)") from None
     encoded = ctx.tokenised[key]
     if how.field not in encoded:
         raise InputError(f"input {inp.name!r}: the tokenizer gives {sorted(encoded)}, not {how.field!r}",
@@ -171,11 +179,15 @@ def read_audio(values: Sequence[Any], inp: InputSpec, how: AudioFrom, ctx: ReadC
                              "give the input that layout, or AudioFrom(features='waveform')")
         batch = np.stack([log_mel_features(w, how.sample_rate, how.n_fft, how.hop, inp.shape[1]) for w in batch]) \
             if len(batch) else np.zeros((0, inp.shape[1], 1), np.float32)
+    if isinstance(inp.shape[-1], int):  # a fixed frame (or sample) count: crop or pad to it
+        batch = fit_length(batch, inp.shape[-1])
     return ((batch - how.mean) / how.std).astype(inp.dtype)
 
 
 def _waveform(value: Any, rate: int, root: Path, row: int) -> np.ndarray:
     if isinstance(value, dict) and "array" in value:  # already decoded (Hugging Face Audio feature)
+        if "sampling_rate" not in value:
+            raise InputError(f"row {row}: a waveform without its sampling_rate", "give {'array': ..., 'sampling_rate': N}")
         wave, source_rate = np.asarray(value["array"], np.float32), int(value["sampling_rate"])
     else:
         try:

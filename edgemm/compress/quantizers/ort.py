@@ -123,7 +123,8 @@ class OrtQuantizer(OnnxQuantizer):
             return set()
         spec = resolve_model(str(fp32)).spec  # the contract the ONNX carries
         modality = {tower: spec.input(inputs[0]).modality for tower, inputs in spec.towers.items()}
-        unknown = set(config.tower_modes) - set(spec.towers) - set(modality.values()) - {"fusion"}
+        known_modalities = {"image", "audio", "text", "signal", "tabular", "tensor"}  # a recipe for any model
+        unknown = set(config.tower_modes) - set(spec.towers) - known_modalities - {"fusion"}
         if unknown:
             raise ConfigError(f"quantize.tower_modes names {sorted(unknown)}, which are neither towers nor modalities "
                               "of the model", f"its towers: {sorted(spec.towers)} (and fusion); modalities: "

@@ -90,10 +90,28 @@ def _set_heads(attention: list, head_dims: dict[int, int]) -> None:
             module.embed_dim = per_projection
 
 
-def _ignored(model: "torch.nn.Module", config: PruneConfig) -> list["torch.nn.Module"]:
-    """Layers whose outputs keep their width: embeddings and what the recipe lists."""
+def _output_layers(model: "torch.nn.Module", example: tuple) -> list["torch.nn.Module"]:
+    """The modules whose output tensor is one of the model's outputs (the classifier): the class count or
+    the embedding width is the contract, in single-tower models too (where there is no fusion to protect it)."""
+    produced: dict[int, "torch.nn.Module"] = {}
+    hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+             for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            outputs = model(*example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+    return [produced[id(o)] for o in outputs if id(o) in produced]
+
+
+def _ignored(model: "torch.nn.Module", config: PruneConfig, example: tuple) -> list["torch.nn.Module"]:
+    """Layers whose outputs keep their width: the output layers, embeddings and what the recipe lists."""
     modules = dict(model.named_modules())
-    ignored = [m for m in modules.values() if isinstance(m, torch.nn.Embedding)]
+    linears = [m for m in modules.values() if isinstance(m, torch.nn.Linear)]
+    ignored = _output_layers(model, example) + linears[-1:]  # the last Linear too: outputs may be reshaped
+    ignored += [m for m in modules.values() if isinstance(m, torch.nn.Embedding)]
     for prefix in config.ignore:
         matched = [m for name, m in modules.items() if name == prefix or name.startswith(prefix + ".")]
         if not matched:
@@ -122,7 +140,7 @@ def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped nn.Parameter
         pruner = tp.pruner.MetaPruner(
             module, example, importance=importance, pruning_ratio=config.ratio, pruning_ratio_dict=ratios,
-            global_pruning=config.global_pruning, ignored_layers=_ignored(module, config), round_to=round_to,
+            global_pruning=config.global_pruning, ignored_layers=_ignored(module, config, example), round_to=round_to,
             num_heads=num_heads, prune_num_heads=config.prune_heads and bool(num_heads),
             prune_head_dims=False, head_pruning_ratio=config.head_ratio)
         for group in pruner.step(interactive=True):
