@@ -30,6 +30,9 @@ def quiet_libraries() -> None:
     warnings.showwarning = _show_warning
     for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch.utils._pytree", "torchao", "onnxscript", "onnx_ir"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # onnxruntime.quantization warns on the root logger ("Please consider to run pre-processing", "already
+    # quantized") about steps edgemm has taken or chosen on purpose.
+    logging.getLogger().setLevel(logging.ERROR)
 
 
 _library_showwarning = warnings.showwarning
