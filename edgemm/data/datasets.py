@@ -101,12 +101,16 @@ class DataSource(Component):
 DATASETS: Registry[DataSource] = Registry("dataset", "edgemm.data.sources", entry_points="edgemm.datasets")
 
 
+def _looks_like_path(ref: str) -> bool:
+    """A file or folder reference, not a registered name (module:function refs have no suffix or slash)."""
+    return "/" in ref or "\\" in ref or (Path(ref).suffix != "" and ":" not in ref)
+
+
 def find_source(ref: str) -> DataSource:
     for source in DATASETS:
         if source.matches(ref):
             return source
-    looks_like_path = "/" in ref or "\\" in ref or Path(ref).suffix != ""
-    if looks_like_path and not Path(ref).exists():
+    if _looks_like_path(ref) and not Path(ref).exists():
         raise ConfigError(f"data {ref!r} does not exist", "give an existing data folder or .npz file")
     raise ConfigError(f"unknown dataset {ref!r}: not a registered name, a data folder, an .npz file or "
                       "module:function", f"registered: {', '.join(DATASETS.names())}; see `edgemm list datasets`")
@@ -135,8 +139,7 @@ def choose_data(explicit: str | None, spec: "ModelSpec", trusted: bool) -> str |
         find_source(explicit)
         return data_ref(explicit)
     ref = spec.dataset
-    looks_like_path = bool(ref) and ("/" in ref or "\\" in ref or Path(ref).suffix in (".npz", ".csv", ".jsonl"))
-    if looks_like_path and not Path(ref).exists():  # recorded on another machine, or relative to elsewhere
+    if ref and _looks_like_path(ref) and not Path(ref).exists():  # recorded elsewhere, or relative to elsewhere
         warnings.warn(f"the data model {spec.name!r} records ({ref}) is not here; no accuracy without --data",
                       EdgemmWarning, stacklevel=2)
         return None
