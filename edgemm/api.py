@@ -18,7 +18,7 @@ from edgemm.compress.pipeline import compress as run_compress
 from edgemm.compress.quantizer import QUANTIZERS
 from edgemm.compress.recipe import available_recipes, recipe_model
 from edgemm.compress.stage import STAGES
-from edgemm.data.datasets import DATASETS
+from edgemm.data.datasets import DATASETS, load_split
 from edgemm.errors import ConfigError, InputError
 from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles, load_profile, profile_model
 from edgemm.export.target import EXPORT_TARGETS, ExportResult
@@ -100,6 +100,21 @@ def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path} is not a readable .npz file ({err})", "save inputs with numpy.savez") from None
 
 
+def data_rows(model: str, data: str, split: str = "test", rows: str = "0:4",
+              weights: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Rows START:STOP of a split of ``data``, read as ``model``'s contract says (``predict --data``)."""
+    start, _, stop = rows.partition(":")
+    try:
+        window = slice(int(start or 0), int(stop) if stop else None)
+    except ValueError:
+        raise ConfigError(f"--rows {rows!r} is not START:STOP", "e.g. --rows 0:4") from None
+    loaded = with_data(resolve_model(model, weights), data)
+    part = load_split(loaded.spec.dataset, split, loaded.spec).for_inputs(loaded.spec.input_names).take(window)
+    if not len(part):
+        raise ConfigError(f"rows {rows} of split {split!r} are empty", "choose rows inside the split")
+    return part.trimmed(loaded.spec).inputs
+
+
 def predict(model: str, inputs: str | Path | dict[str, np.ndarray], *, weights: str | Path | None = None,
             backend: str | None = None, threads: int | None = None) -> dict[str, np.ndarray]:
     """Check ``inputs`` against the model contract, then run the model once."""
@@ -137,5 +152,5 @@ def schema(name: str) -> dict[str, Any]:
     return SCHEMAS[name]()
 
 
-__all__ = ["TimingSettings", "bench", "check_regressions", "components", "compress", "export", "load_inputs",
-           "predict", "report", "schema", "validate"]
+__all__ = ["TimingSettings", "bench", "check_regressions", "components", "compress", "data_rows", "export",
+           "load_inputs", "predict", "report", "schema", "validate"]

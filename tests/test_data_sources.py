@@ -200,3 +200,16 @@ def test_edited_data_changes_the_fingerprint_stages_are_reused_by(own_data, tmp_
     first = data_fingerprint(str(arrays))
     np.savez(arrays, **{"test/labels": np.zeros(4)})
     assert data_fingerprint(str(arrays)) != first and data_fingerprint("edgemm-digits") == "edgemm-digits"
+
+
+def test_predict_reads_rows_of_the_data_as_the_contract_says(own_run, own_data):
+    from typer.testing import CliRunner
+    from edgemm.cli.main import app
+    result = CliRunner().invoke(app, ["predict", str(own_run), "--data", str(own_data), "--split", "val", "--rows", "0:4"])
+    assert result.exit_code == 0, result.output
+    assert "logits: shape [4, 3]" in result.output
+    expected = load_session(resolve_model(str(own_run))).run(
+        load_split(str(own_data), "val", resolve_model(str(own_run)).spec).head(4).inputs)["logits"].argmax(1)
+    assert f"top-1 {expected.tolist()}" in result.output
+    neither = CliRunner().invoke(app, ["predict", str(own_run)])
+    assert neither.exit_code == 2 and "give --inputs FILE.npz or --data REF" in neither.output

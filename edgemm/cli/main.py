@@ -19,7 +19,7 @@ from edgemm.cli.options import ThreadsOpt, choices, option_group
 from edgemm.bench.regression import parse_fail_on
 from edgemm.bench.schema import BenchReport
 from edgemm.compress.recipe import available_recipes
-from edgemm.errors import ValidationFailed
+from edgemm.errors import ConfigError, ValidationFailed
 from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles
 from edgemm.export.target import EXPORT_TARGETS
 from edgemm.lazy import lazy_import
@@ -170,11 +170,17 @@ def report(reports: Annotated[list[Path], typer.Argument(help="run directories o
 @app.command()
 @handles_errors
 def predict(model: ModelArg,
-            inputs: Annotated[Path, typer.Option(help=".npz with one array per model input")],
+            inputs: Annotated[Optional[Path], typer.Option(help=".npz with one array per model input")] = None,
+            data: DataOpt = None,
+            split: Annotated[str, typer.Option(help="with --data: the split to read")] = "test",
+            rows: Annotated[str, typer.Option(help="with --data: rows START:STOP of the split")] = "0:4",
             weights: WeightsOpt = None,
             backend: Annotated[Optional[Backend], typer.Option()] = None, threads: ThreadsOpt = None) -> None:
-    """Run a model on inputs from an .npz file (checked against the model contract)."""
-    outputs = api.predict(model, inputs, weights=weights, backend=backend.value if backend else None, threads=threads)
+    """Run a model on inputs from an .npz file, or on rows of a dataset read as its contract says."""
+    if (inputs is None) == (data is None):
+        raise ConfigError("give --inputs FILE.npz or --data REF (with --split and --rows)", "one of the two")
+    feed = inputs if inputs is not None else api.data_rows(model, data, split, rows, weights=weights)
+    outputs = api.predict(model, feed, weights=weights, backend=backend.value if backend else None, threads=threads)
     for name, value in outputs.items():
         top = f", top-1 {value.argmax(axis=-1).tolist()}" if value.ndim == 2 else ""
         out.print(f"{name}: shape {list(value.shape)}{top}")
