@@ -27,8 +27,7 @@ import numpy as np
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgemm.artifacts import write_json, write_text  # noqa: E402
-from edgemm.environment import cpu_model  # noqa: E402
+from edgemm.artifacts import write_json  # noqa: E402
 from edgemm.models.pretrained import TUXPAINT_CLASSES  # noqa: E402
 
 PACKAGE = "tuxpaint-stamps-default"
@@ -143,7 +142,7 @@ def make_head_run(data: Path, out: Path) -> dict:
     from safetensors.torch import save_file
 
     from edgemm.data.datasets import load_split
-    from edgemm.models.pretrained import IMAGE_DIM, TEXT_DIM, _classifier
+    from edgemm.models.pretrained import IMAGE_DIM, TEXT_DIM
     from edgemm.models.registry import resolve_model, save_model
 
     model = resolve_model("effnet-minilm")
@@ -165,7 +164,6 @@ def make_head_run(data: Path, out: Path) -> dict:
     model.spec = spec.model_copy(update={"trained": True, "dataset": str(data.resolve())})
     save_model(model, out / "model")
     write_json(out / "head_accuracy.json", results)
-    _ = _classifier  # the head architecture is the zoo model's own
     return results
 
 

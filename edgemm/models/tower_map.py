@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.runtime.convert import to_tensors
 from edgemm.spec import ModelSpec
@@ -37,6 +38,17 @@ class TowerMap:
     @property
     def fusion(self) -> list[str]:
         return self.modules_of(FUSION)
+
+    def resolve(self, model: "torch.nn.Module", key: str, option: str) -> list["torch.nn.Module"]:
+        """A recipe's tower key (``prune.towers``, ``distill.freeze``...): a tower's outermost modules, or a
+        module path; anything else is a ConfigError naming ``option``."""
+        modules = dict(model.named_modules())
+        if key in self.roots:
+            return [modules[path] for path in self.roots[key]]
+        if key and key in modules:
+            return [modules[key]]
+        raise ConfigError(f"{option}: {key!r} is neither a tower of the model nor one of its modules",
+                          f"towers: {self.towers}; or a module path, e.g. {list(modules)[1:6]}")
 
 
 def _tensors(value: Any) -> list["torch.Tensor"]:

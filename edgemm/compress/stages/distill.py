@@ -25,7 +25,7 @@ from edgemm.data.datasets import load_split
 from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
-from edgemm.models.tower_map import trace_towers
+from edgemm.models.tower_map import TowerMap, trace_towers
 from edgemm.train import TrainConfig, TrainResult, fit
 
 torch = lazy_import("torch")
@@ -92,25 +92,15 @@ def _first_tensor(out):
     return out
 
 
-def _modules_for(model: "torch.nn.Module", roots: dict[str, list[str]], key: str, option: str) -> list:
-    modules = dict(model.named_modules())
-    if key in roots:
-        return [modules[p] for p in roots[key]]
-    if key and key in modules:
-        return [modules[key]]
-    raise ConfigError(f"distill.{option}: {key!r} is neither a tower of the model nor one of its modules",
-                      f"towers: {sorted(roots)}")
-
-
-def training_groups(model: "torch.nn.Module", roots: dict[str, list[str]], config: DistillConfig) -> tuple[list, list]:
+def training_groups(model: "torch.nn.Module", towers: TowerMap, config: DistillConfig) -> tuple[list, list]:
     """AdamW parameter groups (per-tower learning rates) and the frozen modules."""
-    frozen = [m for key in config.freeze for m in _modules_for(model, roots, key, "freeze")]
+    frozen = [m for key in config.freeze for m in towers.resolve(model, key, "distill.freeze")]
     frozen_params = {id(p) for m in frozen for p in m.parameters()}
     for m in frozen:
         m.requires_grad_(False)
     groups, claimed = [], set(frozen_params)
     for key, lr in config.tower_lr.items():
-        params = [p for m in _modules_for(model, roots, key, "tower_lr") for p in m.parameters() if id(p) not in claimed]
+        params = [p for m in towers.resolve(model, key, "distill.tower_lr") for p in m.parameters() if id(p) not in claimed]
         claimed |= {id(p) for p in params}
         if params:
             groups.append({"params": params, "lr": lr})
@@ -170,9 +160,9 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                max_steps=config.max_steps, patience=config.patience, label_smoothing=0.0,
                                keep_input=True)
-    roots = trace_towers(student.module, spec).roots
-    groups, frozen = training_groups(student.module, roots, config)
-    loss = DistillationLoss(teacher.module, config, roots)
+    towers = trace_towers(student.module, spec)
+    groups, frozen = training_groups(student.module, towers, config)
+    loss = DistillationLoss(teacher.module, config, towers.roots)
     try:
         return fit(student.module, spec, train, val, train_config, loss, progress, checkpoint_dir, groups, frozen)
     finally:

@@ -12,7 +12,7 @@ from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, save_model
-from edgemm.models.tower_map import TowerMap, trace_towers
+from edgemm.models.tower_map import trace_towers
 from edgemm.runtime.convert import to_tensors
 
 torch = lazy_import("torch")
@@ -48,17 +48,6 @@ class PruneStage(Stage):
         metrics = prune(model, config, config.round_to or ctx.profile.pruning.round_to)
         save_model(model, ctx.stage_dir)
         return Artifact("torch", ctx.stage_dir), metrics
-
-
-def _tower_modules(model: "torch.nn.Module", towers: TowerMap, key: str) -> list["torch.nn.Module"]:
-    """A recipe's tower key: a tower of the contract (found by tracing) or a module path."""
-    modules = dict(model.named_modules())
-    if key in towers.roots:
-        return [modules[path] for path in towers.roots[key]]
-    if key in modules and key:
-        return [modules[key]]
-    raise ConfigError(f"prune.towers: {key!r} is neither a tower of the model nor one of its modules",
-                      f"towers: {towers.towers}; or a module path, e.g. {list(modules)[1:6]}")
 
 
 # Attention layouts whose heads torch-pruning can remove: (projection attributes, head-count attribute).
@@ -134,7 +123,7 @@ def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict
                   "l1": tp.importance.GroupMagnitudeImportance(p=1),
                   "random": tp.importance.RandomImportance()}[config.importance]
     before, heads_before = sum(p.numel() for p in module.parameters()), sum(getattr(m, c) for m, _, c in attention)
-    ratios = {m: r for key, r in config.towers.items() for m in _tower_modules(module, towers, key)}
+    ratios = {m: r for key, r in config.towers.items() for m in towers.resolve(module, key, "prune.towers")}
     kept_whole = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped nn.Parameter

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemm.data.datasets import DATASETS, DataSource, Split
+from edgemm.data.datasets import DATASETS, DataSource, Split, data_fingerprint
 from edgemm.data.readers import build_inputs, needed_columns, read_labels
 from edgemm.errors import InputError
 from edgemm.lazy import lazy_import
@@ -58,7 +58,7 @@ def _builder(root: Path) -> tuple[str, dict[str, Any]]:
 
 
 @lru_cache(maxsize=2)
-def _tables(root: str, stamp: float) -> dict[str, Any]:
+def _tables(root: str, fingerprint: str) -> dict[str, Any]:
     """The folder's rows per split, media columns left undecoded (edgemm's readers decode them)."""
     builder, where = _builder(Path(root))
     datasets.disable_progress_bars()
@@ -87,19 +87,13 @@ def _tables(root: str, stamp: float) -> dict[str, Any]:
     return tables
 
 
-def _stamp(root: Path) -> float:
-    """Changes when the metadata or the folder listing changes, so an edited folder is read again."""
-    paths = [root, *(root / name for name in METADATA), *(p for p in root.iterdir() if p.is_dir())]
-    return max(p.stat().st_mtime for p in paths if p.exists())
-
-
 def _read(ref: str) -> dict[str, Any]:
     root = Path(ref).resolve()
-    return _tables(str(root), _stamp(root))
+    return _tables(str(root), data_fingerprint(str(root)))  # an edited folder is read again
 
 
 @lru_cache(maxsize=4)
-def _split(ref: str, split: str, spec_json: str, stamp: float) -> Split:
+def _split(ref: str, split: str, spec_json: str, fingerprint: str) -> Split:
     from edgemm.spec import ModelSpec  # noqa: PLC0415 - the contract is data here, parsed from its cache key
     spec = ModelSpec.model_validate_json(spec_json)
     table = _read(ref)[split]
@@ -142,4 +136,4 @@ class FolderDataset(DataSource):
         if spec is None:
             raise InputError(f"data folder {ref} needs the model's contract to be read", "load it for a model")
         root = Path(ref).resolve()
-        return _split(str(root), split, spec.model_dump_json(), _stamp(root))
+        return _split(str(root), split, spec.model_dump_json(), data_fingerprint(str(root)))
