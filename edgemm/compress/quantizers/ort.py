@@ -5,7 +5,8 @@ activations static int8 ranges fit badly: ../shared/NOTES.md measured MiniLM at 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from functools import lru_cache
+from typing import Literal, get_args
 
 from pydantic import Field
 
@@ -15,6 +16,7 @@ from edgemm.export.profiles import QuantizationSettings
 from edgemm.errors import ConfigError, EdgemmError, LibraryFailed
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import resolve_model
+from edgemm.spec import Modality
 
 onnx = lazy_import("onnx")
 quantization = lazy_import("onnxruntime.quantization")
@@ -29,6 +31,15 @@ Mode = Literal["static", "dynamic"]
 # Percentile/entropy calibration keeps every intermediate tensor of every batch until the end (no bound in
 # onnxruntime 1.32): 256 samples of a 224x224 image + text model passed 18 GB. They calibrate on this many.
 HISTOGRAM_SAMPLES = 64
+
+
+@lru_cache(maxsize=2)
+def _graph_towers(graph: str, fp32: str, stamp: int) -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
+    """Node -> tower, tower -> modality and the tower names: read once per graph, not once per fallback try."""
+    spec = resolve_model(fp32).spec  # the contract the ONNX carries
+    modality = {tower: spec.input(inputs[0]).modality for tower, inputs in spec.towers.items()}
+    towers = node_towers(onnx.load(graph, load_external_data=False), {i.name: i.tower_name for i in spec.inputs})
+    return towers, modality, tuple(spec.towers)
 
 
 def batches_in_memory(batches: int) -> int | None:
@@ -121,17 +132,13 @@ class OrtQuantizer(OnnxQuantizer):
         """Nodes of the towers quantized dynamically (the tower of a node: ``compress/graph.py``)."""
         if config.mode == "static" and "dynamic" not in config.tower_modes.values():
             return set()
-        spec = resolve_model(str(fp32)).spec  # the contract the ONNX carries
-        modality = {tower: spec.input(inputs[0]).modality for tower, inputs in spec.towers.items()}
-        known_modalities = {"image", "audio", "text", "signal", "tabular", "tensor"}  # a recipe for any model
-        unknown = set(config.tower_modes) - set(spec.towers) - known_modalities - {"fusion"}
+        towers, modality, names = _graph_towers(str(graph), str(fp32), graph.stat().st_mtime_ns)
+        unknown = set(config.tower_modes) - set(names) - set(get_args(Modality)) - {"fusion"}  # modalities: any model
         if unknown:
             raise ConfigError(f"quantize.tower_modes names {sorted(unknown)}, which are neither towers nor modalities "
-                              "of the model", f"its towers: {sorted(spec.towers)} (and fusion); modalities: "
+                              "of the model", f"its towers: {sorted(names)} (and fusion); modalities: "
                                              f"{sorted(set(modality.values()))}")
         modes = config.tower_modes
-        towers = node_towers(onnx.load(str(graph), load_external_data=False),
-                             {i.name: i.tower_name for i in spec.inputs})
         return {node for node, tower in towers.items()
                 if modes.get(tower, modes.get(modality.get(tower, ""), config.mode)) == "dynamic"}
 
