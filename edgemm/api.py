@@ -27,6 +27,7 @@ from edgemm.export.validate import validate as run_validation
 from edgemm.models.registry import ZOO, resolve_model, with_data
 from edgemm.registry import Registry
 from edgemm.runtime import BACKENDS, load_session
+from edgemm.runtime.evaluate import require_finite
 
 # What `edgemm list` shows, by the name a user types.
 REGISTRIES: dict[str, Registry] = {"stages": STAGES, "quantizers": QUANTIZERS, "targets": EXPORT_TARGETS,
@@ -121,7 +122,11 @@ def predict(model: str, inputs: str | Path | dict[str, np.ndarray], *, weights: 
     loaded = resolve_model(model, weights)
     feed = inputs if isinstance(inputs, dict) else load_inputs(inputs)
     loaded.spec.check_inputs(feed)
-    return load_session(loaded, backend, threads).run(feed)
+    session = load_session(loaded, backend, threads)
+    outputs = session.run(feed)
+    for name, values in outputs.items():
+        require_finite(values, session, f"output {name!r} of these inputs")
+    return outputs
 
 
 def components(kind: str | None = None) -> dict[str, list[dict[str, Any]]]:

@@ -51,5 +51,45 @@ class LibraryFailed(EdgemmError):
     """A library edgemm drives (a quantizer, an exporter) failed on this model: its message, and what to try."""
 
 
+class ModelRunFailed(EdgemmError):
+    """The model itself failed on inputs that match its contract (a crashing forward, an ONNX graph
+    that does not run): the model or its contract is wrong, not the input."""
+
+
+class NonFiniteOutputs(EdgemmError):
+    """A model's outputs hold NaN or inf: no figure computed from them means anything."""
+
+    exit_code = 3
+
+
+class CodeNotTrusted(EdgemmError):
+    """A file names code to run (a factory, a data function) that the user has not said they trust."""
+
+
+class Interrupted(EdgemmError):
+    """Ctrl-C: the command stopped; nothing it was writing was left looking complete."""
+
+    exit_code = 130
+
+
 class EdgemmWarning(UserWarning):
     """Something the user should know that does not stop the command (the CLI prints it as 'warning:')."""
+
+
+def as_user_error(err: BaseException) -> EdgemmError:
+    """Any exception as an error a user can act on: ours as they are; Ctrl-C, memory and file-system
+    errors with what to do; anything else named as an edgemm bug (the last resort, not the fix)."""
+    if isinstance(err, EdgemmError):
+        return err
+    if isinstance(err, KeyboardInterrupt):
+        return Interrupted("interrupted (Ctrl-C); nothing it was writing was left looking complete",
+                           "run the command again")
+    if isinstance(err, MemoryError):
+        return EdgemmError("ran out of memory", "use a smaller --batch-size, fewer threads, or close other programs")
+    if isinstance(err, OSError) and err.filename:
+        reason = err.strerror or type(err).__name__
+        return EdgemmError(f"cannot use {err.filename}: {reason}",
+                           "check that the path exists, is a file or folder as the option needs, and is writable")
+    return EdgemmError(f"internal error: {type(err).__name__}: {str(err)[:300]}",
+                       "this is a bug in edgemm: rerun with `edgemm --debug ...` (or EDGEMM_DEBUG=1) for the "
+                       "traceback and report it")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import warnings
 from contextlib import contextmanager
@@ -10,10 +11,10 @@ from typing import Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgemm.errors import EdgemmError, EdgemmWarning
+from edgemm.errors import EdgemmWarning, as_user_error
 
 console = Console(stderr=True)
 # Wide tables stay readable in CI logs and pipes, where rich would otherwise assume 80 columns.
@@ -40,23 +41,47 @@ _library_showwarning = warnings.showwarning
 
 def _show_warning(message, category, *args, **kwargs) -> None:  # noqa: ANN001 - the warnings.showwarning signature
     if issubclass(category, EdgemmWarning):
-        console.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        say("warning:", "bold yellow", str(message))
     else:
         _library_showwarning(message, category, *args, **kwargs)
 
 
+_debug = False
+
+
+def set_debug(flag: bool) -> None:
+    global _debug
+    _debug = flag
+
+
+def debug_enabled() -> bool:
+    """``edgemm --debug`` or EDGEMM_DEBUG=1: let unexpected exceptions through with their traceback."""
+    return _debug or os.environ.get("EDGEMM_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def say(label: str, style: str, text: str, target: Console | None = None) -> None:
+    """``label: text`` with the user's text printed as it is (no rich markup read from paths or messages)."""
+    (target or console).print(Text.assemble((label, style), " ", text), highlight=False, soft_wrap=True)
+
+
 def handles_errors(fn: F) -> F:
-    """Print an EdgemmError as 'error: ... / fix: ...' and exit with its code, no traceback."""
+    """The CLI's error boundary: whatever goes wrong is printed as 'error: ... / fix: ...' and the command
+    exits non-zero, without a traceback (unless debugging). Specific errors are raised where they happen;
+    ``as_user_error`` covers Ctrl-C, memory, the file system and, as a last resort, edgemm's own bugs."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         quiet_libraries()
         try:
             return fn(*args, **kwargs)
-        except EdgemmError as err:
-            # escape(): messages quote lists and extras ("['text']", "edgemm[inc]") that rich would read as markup
-            console.print(f"[bold red]error:[/] {escape(err.args[0])}", highlight=False, soft_wrap=True)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except BaseException as raised:  # noqa: BLE001 - the boundary: nothing escapes as a traceback
+            err = as_user_error(raised)
+            if debug_enabled() and err is not raised:
+                raise
+            say("error:", "bold red", err.args[0])
             if err.hint:
-                console.print(f"[bold]fix:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
+                say("fix:", "bold", err.hint)
             raise typer.Exit(err.exit_code) from None
     return wrapper  # type: ignore[return-value]
 
@@ -64,7 +89,7 @@ def handles_errors(fn: F) -> F:
 @contextmanager
 def step_progress() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar per task name; yields update(task, done, total)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         tasks: dict[str, int] = {}
 
@@ -78,5 +103,5 @@ def step_progress() -> Iterator[Callable[[str, int, int], None]]:
 @contextmanager
 def status(message: str) -> Iterator[Callable[[str], None]]:
     """A spinner whose text follows the work; yields set_text(msg)."""
-    with console.status(message) as spinner:
-        yield lambda msg: spinner.update(msg)
+    with console.status(Text(message)) as spinner:
+        yield lambda msg: spinner.update(Text(msg))

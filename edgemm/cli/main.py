@@ -12,9 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgemm.bench.latency import TimingSettings
-from rich.markup import escape
-
-from edgemm.cli.common import console, handles_errors, out, status, step_progress
+from edgemm.cli.common import handles_errors, out, say, set_debug, status, step_progress
 from edgemm.cli.options import ThreadsOpt, choices, option_group
 from edgemm.bench.regression import parse_fail_on
 from edgemm.bench.schema import BenchReport
@@ -25,6 +23,7 @@ from edgemm.export.target import EXPORT_TARGETS
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import ZOO, resolve_model
 from edgemm.runtime import BACKENDS
+from edgemm.trust import trust_everything
 
 api = lazy_import("edgemm.api")  # the heavy half: loaded when a command runs, not for --help
 demos = lazy_import("edgemm.demo")
@@ -42,8 +41,20 @@ DataOpt = Annotated[Optional[str], typer.Option(
 ProfileOpt = Annotated[str, typer.Option(help=f"name in export_profiles/ ({', '.join(available_profiles())}) or a YAML path")]
 
 
+@app.callback()
+def settings(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of unexpected errors "
+                                                                 "(also EDGEMM_DEBUG=1)")] = False,
+             trust_code: Annotated[bool, typer.Option("--trust-code", help="run factories and data functions named "
+                                                                           "in loaded files (run directories, ONNX "
+                                                                           "contracts); also EDGEMM_TRUST_CODE=1")] = False,
+             ) -> None:
+    """Options for every command: edgemm [--debug] [--trust-code] COMMAND ..."""
+    set_debug(debug)
+    trust_everything(trust_code)
+
+
 def log(msg: str) -> None:
-    console.print(f"[cyan]›[/] {msg}", highlight=False)
+    say("›", "cyan", msg)
 
 
 @app.command()
@@ -55,7 +66,7 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="run director
         result = demos.run_demo(out_dir, epochs=epochs, threads=threads, progress=progress, log=log)
     out.print(tables.accuracy_table(result.accuracy, fused=demos.FUSED))
     out.print(tables.bench_table(result.bench))
-    out.print(f"run directory: {result.out_dir}  (bench report: {result.out_dir / 'bench' / 'report.md'})")
+    say("run directory:", "", f"{result.out_dir}  (bench report: {result.out_dir / 'bench' / 'report.md'})", out)
 
 
 @app.command()
@@ -80,10 +91,10 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
                               progress=progress)
     out.print(tables.bench_table(result.report, result.labels))
     g = result.gates
-    out.print(f"[green]gates passed[/]: {g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "
-              f"{100 * g['final_accuracy']:.2f} %, batch-{g['batch_size']} {g['speedup_vs_torch_eager']:.2f}× vs "
-              f"torch eager, {g['speedup_vs_ort_fp32']:.2f}× vs ORT fp32")
-    out.print(f"wrote {result.final} and {result.out_dir / 'report.md'}")
+    say("gates passed:", "green", f"{g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "
+        f"{100 * g['final_accuracy']:.2f} %, batch-{g['batch_size']} {g['speedup_vs_torch_eager']:.2f}× vs "
+        f"torch eager, {g['speedup_vs_ort_fp32']:.2f}× vs ORT fp32", out)
+    say("wrote", "", f"{result.final} and {result.out_dir / 'report.md'}", out)
 
 
 @app.command()
@@ -98,16 +109,17 @@ def export(model: ModelArg,
         result = api.export(model, target=target.value, profile=profile, out_dir=out_dir, weights=weights, data=data)
     for check in result.validation.checks if result.validation else []:
         agree = "" if check.top1_agreement is None else f", top-1 agreement {check.top1_agreement:.4f}"
-        out.print(f"[green]✓[/] {check.output}: max abs error {check.max_abs_error:.2e}, "
-                  f"cosine {check.cosine:.6f}{agree}")
+        say("✓", "green", f"{check.output}: max abs error {check.max_abs_error:.2e}, cosine {check.cosine:.6f}{agree}",
+            out)
     if result.validation:  # say what it was checked on: real samples, or only generated inputs
         fed = result.validation.inputs
         real = [f for f in fed if not f.startswith("random")]
-        out.print(f"validated on {len(fed)} batch(es): " + escape(", ".join(fed))
-                  + ("" if real else "  [yellow](no data: generated inputs only; pass --data for real samples)[/]"))
+        say(f"validated on {len(fed)} batch(es):", "", ", ".join(fed), out)
+        if not real:
+            say("note:", "yellow", "no data: generated inputs only; pass --data for real samples", out)
     nodes = result.details
     shape = f"{nodes['nodes_exported']} → {nodes['nodes_simplified']} nodes, " if "nodes_exported" in nodes else ""
-    out.print(f"wrote {result.path} ({shape}{result.seconds:.1f} s)")
+    say("wrote", "", f"{result.path} ({shape}{result.seconds:.1f} s)", out)
 
 
 @app.command()
@@ -120,7 +132,7 @@ def validate(candidate: Annotated[Path, typer.Argument(help="an .onnx file")],
     if not report.passed:
         raise ValidationFailed(f"{candidate} disagrees with {reference}: {report.failure_text()}",
                                "re-export it from the reference model")
-    out.print(f"[green]✓[/] {candidate} matches {reference} on {len(report.inputs)} input batches")
+    say("✓", "green", f"{candidate} matches {reference} on {len(report.inputs)} input batches", out)
 
 
 @app.command()
@@ -143,19 +155,19 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
     if baseline:  # a bad baseline or threshold fails before minutes of benchmarking, not after
         BenchReport.load(baseline)
         parse_fail_on(fail_on)
-    with status("benchmarking") as say:
+    with status("benchmarking") as update:
         report, paths = api.bench(artifacts, backends=[b.value for b in backend] if backend else None,
                                   batch_sizes=tuple(batch_size), threads=threads, splits=tuple(split), timing=timing,
-                                  breakdown=breakdown, labels=label, dataset=data, out_dir=out_dir, progress=say)
+                                  breakdown=breakdown, labels=label, dataset=data, out_dir=out_dir, progress=update)
     out.print(tables.bench_table(report))
     for warning in report.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    out.print(f"wrote {paths[0]}, {paths[1]} and plots in {out_dir}")
+        say("warning:", "bold yellow", warning)
+    say("wrote", "", f"{paths[0]}, {paths[1]} and plots in {out_dir}", out)
     if baseline:
         comparison = api.check_regressions(baseline, report, fail_on, out_dir)
         for note in comparison.notes():
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
-        out.print(f"[green]no regression[/] against {baseline} ({fail_on}; {len(comparison.pairs)} result(s) compared)")
+            say("note:", "yellow", note)
+        say("no regression", "green", f"against {baseline} ({fail_on}; {len(comparison.pairs)} result(s) compared)", out)
 
 
 @app.command()
@@ -164,7 +176,7 @@ def report(reports: Annotated[list[Path], typer.Argument(help="run directories o
            out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/report")) -> None:
     """Re-render Markdown and plots from bench reports; with several, compare each with the first."""
     markdown, pngs = api.report(reports, out_dir)
-    out.print(f"wrote {markdown} and {', '.join(str(p) for p in pngs)}")
+    say("wrote", "", f"{markdown} and {', '.join(str(p) for p in pngs)}", out)
 
 
 @app.command()
@@ -183,7 +195,7 @@ def predict(model: ModelArg,
     outputs = api.predict(model, feed, weights=weights, backend=backend.value if backend else None, threads=threads)
     for name, value in outputs.items():
         top = f", top-1 {value.argmax(axis=-1).tolist()}" if value.ndim == 2 else ""
-        out.print(f"{name}: shape {list(value.shape)}{top}")
+        say(f"{name}:", "", f"shape {list(value.shape)}{top}", out)
 
 
 @app.command()
@@ -198,7 +210,7 @@ def info(model: ModelArg) -> None:
 def zoo() -> None:
     """List built-in models."""
     for entry in ZOO:
-        out.print(f"[bold]{entry.name}[/]  {entry.description}")
+        say(entry.name, "bold", f" {entry.description}", out)
 
 
 @app.command("list")

@@ -20,7 +20,7 @@ def accuracy_table(accuracy: dict[str, dict[str, float]], fused: str) -> Table:
     for split in splits:
         table.add_column(split, justify="right")
     for name, acc in accuracy.items():
-        table.add_row(name, *(f"{100 * acc[s]:.1f} %" for s in splits), style="bold" if name == fused else None)
+        table.add_row(escape(name), *(f"{100 * acc[s]:.1f} %" for s in splits), style="bold" if name == fused else None)
     baselines = [acc for name, acc in accuracy.items() if name != fused]
     if fused in accuracy and baselines:
         best = {s: max(acc[s] for acc in baselines) for s in splits}
@@ -32,7 +32,7 @@ def accuracy_table(accuracy: dict[str, dict[str, float]], fused: str) -> Table:
 def bench_table(report: BenchReport, labels: Mapping[str, str] | None = None) -> Table:
     """The terminal's view (p99 and the confidence intervals are in report.md); names are never cut."""
     settings = report.settings
-    table = Table(title="Benchmark", caption=f"measured on {describe(report.machine.model_dump())}")
+    table = Table(title="Benchmark", caption=escape(f"measured on {describe(report.machine.model_dump())}"))
     table.add_column("model", overflow="fold", min_width=22)
     table.add_column("backend", no_wrap=True)
     for col in ("params", "size MB", *(f"acc {s}" for s in settings.splits)):
@@ -42,7 +42,7 @@ def bench_table(report: BenchReport, labels: Mapping[str, str] | None = None) ->
             table.add_column(f"b{b} {k} ms", justify="right")
         table.add_column(f"b{b} items/s", justify="right")
     for r in report.results:
-        cells = [display_name(r, labels), r.backend, f"{(r.parameters or 0) / 1e6:.2f} M",
+        cells = [escape(display_name(r, labels)), escape(r.backend), f"{(r.parameters or 0) / 1e6:.2f} M",
                  f"{(r.size_bytes or 0) / 1e6:.2f}"]
         cells += [f"{100 * r.accuracy[s]:.1f} %" if s in r.accuracy else "-" for s in settings.splits]
         for b in settings.batch_sizes:

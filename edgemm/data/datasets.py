@@ -22,6 +22,7 @@ import numpy as np
 
 from edgemm.errors import ConfigError, EdgemmWarning, InputError
 from edgemm.registry import Component, Registry
+from edgemm.trust import require_trusted, trust
 
 if TYPE_CHECKING:
     from edgemm.spec import ModelSpec
@@ -134,9 +135,11 @@ def data_ref(ref: str) -> str:
 
 def choose_data(explicit: str | None, spec: "ModelSpec", trusted: bool) -> str | None:
     """The data a command reads: ``--data`` as given, else the one the contract records. A reference
-    that runs code (module:function) recorded in a file someone else wrote runs only when named again."""
+    that runs code (module:function) recorded in a file someone else wrote runs only when trusted
+    (``edgemm.trust``): named again, or ``--trust-code``."""
     if explicit:
-        find_source(explicit)
+        if find_source(explicit).runs_code:
+            trust(explicit)  # named by the user: the artifacts that record it may run it in this process
         return data_ref(explicit)
     ref = spec.dataset
     if ref and _looks_like_path(ref) and not Path(ref).exists():  # recorded elsewhere, or relative to elsewhere
@@ -144,8 +147,7 @@ def choose_data(explicit: str | None, spec: "ModelSpec", trusted: bool) -> str |
                       EdgemmWarning, stacklevel=2)
         return None
     if ref and not trusted and find_source(ref).runs_code:
-        raise ConfigError(f"model {spec.name!r} records its data as code ({ref!r}); edgemm does not run code "
-                          "named inside a model file", f"to trust and run it, pass --data {ref}")
+        require_trusted(ref, f"the contract of model {spec.name!r}", "data function")
     return ref
 
 

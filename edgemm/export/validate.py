@@ -93,15 +93,18 @@ def _check(name: str, ref: np.ndarray, cand: np.ndarray, spec: ModelSpec, s: Val
     if ref.shape != cand.shape:
         return OutputCheck(name, float("inf"), float("inf"), 1.0, 0.0, None,
                            [f"shape {cand.shape} differs from the reference {ref.shape}"])
-    bad = np.abs(ref - cand) > s.atol + s.rtol * np.abs(ref)
+    bad = ~(np.abs(ref - cand) <= s.atol + s.rtol * np.abs(ref))  # NaN compares False: it counts as bad
     is_task = spec.task.kind == "classification" and spec.task.output == name
     agree = fidelity(ref, cand, classification=is_task)
     check = OutputCheck(name, metrics.max_abs_error(ref, cand), metrics.max_rel_error(ref, cand),
                         float(bad.mean()), agree["cosine"], agree.get("top1_agreement"))
+    for side, values in (("exported model", cand), ("reference model", ref)):
+        if count := metrics.non_finite_count(values):
+            check.failures.append(f"the {side} outputs {count} NaN/inf value(s)")
     if bad.any():
         check.failures.append(f"{int(bad.sum())}/{bad.size} elements beyond atol={s.atol:g}+rtol={s.rtol:g}*|ref| "
                               f"(max abs error {check.max_abs_error:.3g}, max rel error {check.max_rel_error:.3g})")
-    if check.cosine < s.min_cosine:
+    if not check.cosine >= s.min_cosine:  # NaN fails too
         check.failures.append(f"mean cosine {check.cosine:.6f} < {s.min_cosine}")
     if check.top1_agreement is not None and check.top1_agreement < s.min_top1_agreement:
         check.failures.append(f"top-1 agreement {check.top1_agreement:.4f} < {s.min_top1_agreement}")

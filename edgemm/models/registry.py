@@ -24,6 +24,7 @@ from edgemm.models.structure import record_structure, replay_structure
 from edgemm.models.weights import load_weights, read_state_dict, save_weights
 from edgemm.registry import Component, Registry
 from edgemm.spec import AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
+from edgemm.trust import require_trusted, trust
 
 onnx = lazy_import("onnx")
 torch = lazy_import("torch")
@@ -147,6 +148,7 @@ def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedM
         module, spec = call_factory(entry.factory, entry.kwargs)
         loaded = LoadedModel(spec, text, "zoo", module, entry.factory, dict(entry.kwargs))
     elif ":" in text and not path.exists():
+        trust(text)  # the user named it: run directories written from it may call it again
         module, spec = call_factory(text)
         loaded = LoadedModel(spec, text, "factory", module, text)
     else:
@@ -180,12 +182,18 @@ def _model_dir(path: Path) -> Path:
 def _load_run_dir(path: Path) -> LoadedModel:
     """Rebuild with the recorded factory, replay recorded layer shapes (pruning), load tensors."""
     model_dir = _model_dir(path)
+    where = model_dir / MODEL_JSON
     try:
-        meta = json.loads((model_dir / MODEL_JSON).read_text())
+        meta = json.loads(where.read_bytes().decode())
         factory, kwargs = meta["factory"], meta.get("kwargs", {})
+        if not isinstance(factory, str) or not isinstance(kwargs, dict):
+            raise TypeError("'factory' must be a 'module:function' string and 'kwargs' an object")
         spec = ModelSpec.model_validate(meta["spec"]) if "spec" in meta else None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ModelLoadError(f"{model_dir / MODEL_JSON} is corrupt ({str(err)[:200]})", "re-create the run") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        detail = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+        raise ModelLoadError(f"{where} is corrupt ({detail[:200]})", "re-create the run") from None
+    if factory not in {entry.factory for entry in ZOO}:  # edgemm's and installed packages' factories load freely
+        require_trusted(factory, str(where))  # before importing: importing a module runs it too
     module, factory_spec = call_factory(factory, kwargs)
     state = read_state_dict(model_dir / WEIGHTS)
     if meta.get("structure"):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgemm import metrics
-from edgemm.errors import ConfigError
+from edgemm.errors import ConfigError, NonFiniteOutputs
 
 if TYPE_CHECKING:
     from edgemm.data.datasets import Split
@@ -34,8 +34,20 @@ def task_outputs(session: "Session", data: "Split", batch_size: int | None = Non
     if len(data) == 0:
         raise ConfigError(f"split {data.name!r} is empty", "evaluate on a split with samples")
     size = batch_size or eval_batch_size(data)
-    return np.concatenate([session.run(data.take(slice(start, start + size)).trimmed(spec).inputs)[spec.task.output]
-                           for start in range(0, len(data), size)])
+    outputs = np.concatenate([session.run(data.take(slice(start, start + size)).trimmed(spec).inputs)[spec.task.output]
+                              for start in range(0, len(data), size)])
+    return require_finite(outputs, session, f"split {data.name!r}")
+
+
+def require_finite(values: np.ndarray, session: "Session", on: str) -> np.ndarray:
+    """Outputs a score may be computed from: NaN or inf is an error (exit 3), never a silent 0 % or 'cosine 1.0'."""
+    bad = metrics.non_finite_count(values)
+    if bad:
+        raise NonFiniteOutputs(f"model {session.spec.name!r} ({session.backend}) outputs {bad} NaN/inf value(s) of "
+                               f"{values.size} on {on}",
+                               "its weights or an input are broken (NaN weights, overflow in fp16/int8 ranges): "
+                               "check the weights file, or compare with the float model")
+    return values
 
 
 def accuracy(session: "Session", data: "Split", batch_size: int | None = None) -> float:

@@ -7,15 +7,16 @@ and returns numpy arrays keyed by the contract's names — the call the latency 
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypedDict
 
 import numpy as np
 from pydantic import BaseModel
 
 from edgemm.config import Strict, validate_as
-from edgemm.errors import ConfigError
+from edgemm.errors import ConfigError, EdgemmError, ModelRunFailed
 from edgemm.registry import Component, Registry
 
 if TYPE_CHECKING:
@@ -38,6 +39,15 @@ class Session(ABC):
     device: str = "cpu"
     artifact_bytes: int | None = None
 
+    # What to do when the model itself fails on inputs that match its contract.
+    run_failure_hint: ClassVar[str] = "check the model on these inputs in Python; fix the model or its contract"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend's ``run`` reports a failing model as ModelRunFailed (one place, plug-ins included)."""
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:
+            cls.run = _reports_failures(cls.__dict__["run"])  # type: ignore[method-assign]
+
     @abstractmethod
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -48,6 +58,21 @@ class Session(ABC):
     def stop_timing(self) -> DeviceStats:
         """Called right after the timed block; CPU sessions have nothing to add."""
         return {}
+
+
+def _reports_failures(run: Callable[[Session, dict[str, np.ndarray]], dict[str, np.ndarray]]) -> Callable:
+    @functools.wraps(run)
+    def guarded(self: Session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return run(self, feed)
+        except Exception as err:  # noqa: BLE001 - a model's or runtime's own exception types
+            if isinstance(err, EdgemmError):
+                raise
+            shapes = ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in feed.items())
+            raise ModelRunFailed(f"{self.backend} failed to run model {self.spec.name!r} on inputs that match its "
+                                 f"contract ({shapes}): {type(err).__name__}: {str(err).strip()[:400]}",
+                                 self.run_failure_hint) from None
+    return guarded
 
 
 class NoOptions(Strict):

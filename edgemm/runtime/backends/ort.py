@@ -24,6 +24,9 @@ class OrtOptions(Strict):
 
 
 class OrtSession(Session):
+    run_failure_hint = ("the graph does not run on inputs shaped as its contract (the edgemm.spec metadata, or its "
+                        "declared inputs) says: re-export it with `edgemm export`")
+
     def __init__(self, model, threads: int | None, providers: list[str], backend: str, options: OrtOptions):
         settings = ort.SessionOptions()
         if threads:

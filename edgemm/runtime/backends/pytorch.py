@@ -28,6 +28,9 @@ class CompileOptions(TorchOptions):
 class TorchSession(Session):
     """A module (the model's own, or a GraphModule such as INC's) run eagerly, optionally compiled."""
 
+    run_failure_hint = ("the model's forward raised this on inputs its contract allows: call it in Python on "
+                        "spec.example_inputs() to see the traceback, and fix the forward or the contract")
+
     def __init__(self, module: Any, spec, *, backend: str = "torch", device: str = "cpu", threads: int | None = None,
                  compile_options: CompileOptions | None = None, artifact_bytes: int | None = None):
         self.spec, self.backend, self.device, self.threads = spec, backend, device, threads
