@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgemm.artifacts import write_text
+from edgemm.artifacts import check_writable_dir, run_directory, write_text
 from edgemm.bench.latency import TimingSettings
 from edgemm.bench.regression import Comparison, compare, gate, parse_fail_on
 from edgemm.bench.report import plot, to_markdown, write_report
@@ -28,6 +28,7 @@ from edgemm.models.registry import ZOO, resolve_model, with_data
 from edgemm.registry import Registry
 from edgemm.runtime import BACKENDS, load_session
 from edgemm.runtime.evaluate import require_finite
+from edgemm.runtime.memory import check_batch_fits
 
 # What `edgemm list` shows, by the name a user types.
 REGISTRIES: dict[str, Registry] = {"stages": STAGES, "quantizers": QUANTIZERS, "targets": EXPORT_TARGETS,
@@ -43,7 +44,8 @@ def export(model: str, *, target: str = "onnx", profile: str = DEFAULT_PROFILE, 
     if settings.target != target:
         raise ConfigError(f"profile {settings.name!r} is for target {settings.target!r}, not {target!r}",
                           "pick a profile made for this target")
-    return exporter.export(with_data(resolve_model(model, weights), data), Path(out_dir), settings)
+    with run_directory(out_dir) as folder:
+        return exporter.export(with_data(resolve_model(model, weights), data), folder, settings)
 
 
 def validate(candidate: str | Path, reference: str, *, profile: str = DEFAULT_PROFILE,
@@ -55,8 +57,11 @@ def validate(candidate: str | Path, reference: str, *, profile: str = DEFAULT_PR
 def bench(artifacts: Sequence[str], *, out_dir: str | Path | None = None, labels: Sequence[str] | None = None,
           progress: Callable[[str], None] | None = None, **options: Any) -> tuple[BenchReport, tuple[Path, Path] | None]:
     """Run the benchmark (see ``edgemm.bench.runner.run_bench`` for options); write JSON + Markdown + plots."""
-    report = run_bench(list(artifacts), labels=labels, progress=progress, **options)
-    return report, (write_report(report, out_dir) if out_dir else None)
+    if out_dir is None:
+        return run_bench(list(artifacts), labels=labels, progress=progress, **options), None
+    with run_directory(out_dir) as folder:  # an unwritable --out fails before minutes of benchmarking
+        report = run_bench(list(artifacts), labels=labels, progress=progress, **options)
+        return report, write_report(report, folder)
 
 
 def check_regressions(baseline: str | Path, report: BenchReport, fail_on: str,
@@ -69,6 +74,7 @@ def check_regressions(baseline: str | Path, report: BenchReport, fail_on: str,
 
 def report(reports: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, list[Path]]:
     """Re-render Markdown + plots from bench reports; with several, compare each with the first."""
+    check_writable_dir(out_dir)
     loaded = [BenchReport.load(p) for p in reports]
     parts = [to_markdown(rep, title=str(path)) for path, rep in zip(reports, loaded)]
     for path, rep in zip(reports[1:], loaded[1:]):
@@ -82,7 +88,8 @@ def report(reports: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, li
 def compress(model: str, recipe: str | Path | None = None, out_dir: str | Path = "runs/compress",
              **options: Any) -> CompressResult:
     """Run a recipe on ``model`` (see ``edgemm.compress.pipeline.compress`` for options)."""
-    return run_compress(model, recipe, out_dir, **options)
+    with run_directory(out_dir) as folder:
+        return run_compress(model, recipe, folder, **options)
 
 
 def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
@@ -122,6 +129,7 @@ def predict(model: str, inputs: str | Path | dict[str, np.ndarray], *, weights: 
     loaded = resolve_model(model, weights)
     feed = inputs if isinstance(inputs, dict) else load_inputs(inputs)
     loaded.spec.check_inputs(feed)
+    check_batch_fits(loaded, [len(next(iter(feed.values())))])
     session = load_session(loaded, backend, threads)
     outputs = session.run(feed)
     for name, values in outputs.items():

@@ -11,14 +11,73 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from edgemm.environment import versions
+from edgemm.errors import ConfigError, EdgemmError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; a second writer is not refused there
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST = "manifest.json"
+LOCK = ".edgemm.lock"
+_held: dict[Path, int] = {}  # run directories this process holds (nested writers share the lock)
+
+
+class RunDirBusy(EdgemmError):
+    """Another edgemm command is writing into the same output directory."""
+
+
+def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
+    """``path`` is (or can be made) a folder this process can write into; checked before any long work."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            where = "is" if part == path else f"is under {part}, which is"
+            raise ConfigError(f"output {path} {where} a file, not a folder", f"give {option} a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create output folder {path}: {err.strerror}",
+                          f"give {option} a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {path} is not writable", f"give {option} a folder you can write to, "
+                          "or change its permissions")
+    return path
+
+
+@contextlib.contextmanager
+def run_directory(path: str | Path, option: str = "--out") -> Iterator[Path]:
+    """Own ``path`` while writing into it: checked writable first, then locked so that a second command
+    writing into the same folder is refused with a clear message instead of racing the first."""
+    path = check_writable_dir(path, option)
+    key = path.resolve()
+    if key in _held or fcntl is None:
+        yield path
+        return
+    fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise RunDirBusy(f"{path} is being written by another edgemm command ({owner})",
+                             f"wait for it to finish, or give {option} another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:160]}".encode(), 0)
+        _held[key] = fd
+        try:
+            yield path
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)  # closing releases the lock; the empty lock file stays (removing it would race)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edgemm.artifacts import read_manifest, write_manifest
+from edgemm.artifacts import read_manifest, run_directory, write_manifest
 from edgemm.bench.latency import TimingSettings
 from edgemm.bench.report import write_report
 from edgemm.bench.runner import run_bench
@@ -71,7 +71,13 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 8, threads: int
              timing: TimingSettings | None = None, progress: Progress | None = None,
              log: Callable[[str], None] = print, bench: bool = True) -> DemoResult:
     """``train`` overrides the training settings built from ``epochs`` (shorter runs in tests)."""
-    out_dir = Path(out_dir)
+    with run_directory(out_dir) as folder:  # checked writable before minutes of training; one writer at a time
+        return _run_demo(folder, epochs, threads, batch_sizes, profile, train, timing, progress, log, bench)
+
+
+def _run_demo(out_dir: Path, epochs: int, threads: int | None, batch_sizes: tuple[int, ...], profile: str,
+              train: TrainConfig | None, timing: TimingSettings | None, progress: Progress | None,
+              log: Callable[[str], None], bench: bool) -> DemoResult:
     config = train or TrainConfig(epochs=epochs)
     accuracy, reused = {}, []
     for name in (FUSED, *BASELINES):

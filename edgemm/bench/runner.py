@@ -20,6 +20,7 @@ from edgemm.errors import ConfigError, InputError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, with_data
 from edgemm.runtime import Session, default_backend, fidelity, load_session, task_outputs, torch_threads
+from edgemm.runtime.memory import check_batch_fits
 from edgemm.runtime.session import BACKENDS
 
 onnx = lazy_import("onnx")
@@ -124,12 +125,16 @@ def latency_inputs(model: LoadedModel, batch_size: int, split: str | None,
         data = load_split(dataset, split, spec).for_inputs(spec.input_names)
         if len(data) >= batch_size:  # timed at the batch's own text length, not the split's longest
             return data.head(batch_size).trimmed(spec).inputs, f"{dataset}/{split}[:{batch_size}]"
+        if len(data):  # a batch larger than the split: its samples repeated, still real data
+            rows = np.arange(batch_size) % len(data)
+            return data.take(rows).trimmed(spec).inputs, f"{dataset}/{split} ({len(data)} samples repeated)"
     return spec.example_inputs({"batch": batch_size}, seed=0), "generated from the contract (opt sizes)"
 
 
 def prepare_feeds(targets: list[BenchTarget], batch_sizes: Sequence[int], split: str | None) -> None:
     """Every feed, checked against its contract before anything is timed (a batch beyond the axis range fails here)."""
     for target in targets:
+        check_batch_fits(target.model, batch_sizes)
         for batch_size in batch_sizes:
             feed, origin = latency_inputs(target.model, batch_size, split, target.dataset)
             try:

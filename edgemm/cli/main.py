@@ -6,10 +6,12 @@ settings models, so ``edgemm --help`` always lists what is installed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.exceptions import TyperException
 
 from edgemm.bench.latency import TimingSettings
 from edgemm.cli.common import handles_errors, out, say, set_debug, status, step_progress
@@ -228,7 +230,22 @@ def list_components(kind: Annotated[Optional[str], typer.Argument(
 
 
 def main() -> None:
-    app()
+    """``edgemm``: usage mistakes (an unknown option, a bad value) are printed like every other error."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="edgemm", standalone_mode=False)
+    except TyperException as err:  # click's usage errors (typer vendors click)
+        if type(err).__name__ == "NoArgsIsHelpError":  # `edgemm` alone: the help, as click would show it
+            err.show()
+            sys.exit(0)
+        say("error:", "bold red", err.format_message())
+        ctx = getattr(err, "ctx", None)
+        say("fix:", "bold", f"see `{ctx.command_path if ctx else 'edgemm'} --help`")
+        code = err.exit_code
+    except typer.Abort:  # Ctrl-C while click itself was parsing
+        say("error:", "bold red", "interrupted (Ctrl-C)")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from edgemm.data.datasets import find_source, load_split
 from edgemm.errors import ConfigError, GateFailed, InputError
 from edgemm.export.profiles import load_profile
 from edgemm.models.registry import resolve_model, save_model, with_data
+from edgemm.runtime.memory import check_batch_sizes
 
 
 
@@ -48,8 +49,9 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                           "pass --data: a data folder, an .npz, module:function or a registered name "
                           "(README: 'Compress your own model')")
     splits = find_source(dataset).splits_for(dataset)
-    check_recipe(recipe, dataset, splits)
+    check_recipe(recipe, dataset, splits, teacher.spec)
     check_data(teacher.spec, dataset, recipe.gates.split)
+    check_batch_sizes(teacher, batch_sizes)  # the final comparison's batches, checked before the first stage
     if not teacher.trained:
         log("warning: the input model's weights are its factory's initial ones (no --weights, and its contract "
             "does not say trained=True): accuracy figures will be meaningless")

@@ -21,16 +21,23 @@ from edgemm.compress.recipe import RecipeBase
 from edgemm.compress.stage import STAGES, Artifact, Context, StageConfig, artifact_chain
 from edgemm.data.datasets import data_fingerprint
 from edgemm.errors import ConfigError, GateFailed
+from edgemm.spec import ModelSpec
 
 IN_PROGRESS = "in_progress.json"  # a started stage's key; with no manifest beside it the stage is unfinished
 
 
-def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...]) -> None:
-    """Before anything runs: every stage (and quantizer) is usable here, and every split it reads exists."""
+def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...], spec: ModelSpec | None = None) -> None:
+    """Before anything runs: every stage (and quantizer) is usable here, every split it reads exists, and
+    every tower it keeps in float is one of the model's."""
     wanted = {recipe.gates.split: "gates.split"}
+    towers = set(spec.towers) | {"fusion"} if spec else set()
     for index, config in enumerate(recipe.stages):
         stage = STAGES.get(config.stage)
         stage.check_usable(config)
+        unknown = sorted(set(getattr(config, "keep_float", [])) - towers) if spec else []
+        if unknown:
+            raise ConfigError(f"stages.{index} (quantize) keep_float names {unknown}, which are not towers of model "
+                              f"{spec.name!r}", f"its towers are {sorted(towers)} (`edgemm info MODEL`)")
         wanted.update({split: f"stages.{index} ({config.stage})" for split in stage.splits_read(config)})
     missing = {split: who for split, who in wanted.items() if split not in splits}
     if missing:

@@ -220,15 +220,42 @@ SPEC_METADATA_KEY = "edgemm.spec"
 
 
 def _load_onnx(path: Path) -> LoadedModel:
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not an ONNX file", "give the .onnx file inside it, "
+                             "or the folder without the .onnx suffix if it is a run directory")
     if not path.is_file():
         raise ModelLoadError(f"ONNX file {path} does not exist", "check the path")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # onnx raises DecodeError and friends
         raise ModelLoadError(f"{path} is not a readable ONNX model ({str(err)[:200]})", "re-export it") from None
+    if not proto.graph.output:  # protobuf parses an empty or foreign file as an empty model
+        raise ModelLoadError(f"{path} is not an ONNX model (no graph outputs; {path.stat().st_size} bytes)",
+                             "re-export it; the file may be empty or truncated")
     meta = {p.key: p.value for p in proto.metadata_props}
-    spec = ModelSpec.from_json(meta[SPEC_METADATA_KEY]) if SPEC_METADATA_KEY in meta else spec_from_onnx(proto, path.stem)
+    if SPEC_METADATA_KEY not in meta:
+        return LoadedModel(spec_from_onnx(proto, path.stem), str(path), "onnx", onnx_path=path)
+    try:
+        spec = ModelSpec.from_json(meta[SPEC_METADATA_KEY])
+    except (ValueError, TypeError) as err:  # JSONDecodeError, pydantic's ValidationError
+        detail = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+        raise ModelLoadError(f"the model contract stored in {path} ({SPEC_METADATA_KEY!r} metadata) is corrupt: "
+                             f"{detail[:300]}", "re-export the model with `edgemm export`") from None
+    _check_contract_matches_graph(spec, proto, path)
     return LoadedModel(spec, str(path), "onnx", onnx_path=path)
+
+
+def _check_contract_matches_graph(spec: ModelSpec, proto: Any, path: Path) -> None:
+    """A contract that names inputs or outputs the graph lacks was written for another model."""
+    initialisers = {i.name for i in proto.graph.initializer}
+    graph_inputs = {v.name for v in proto.graph.input if v.name not in initialisers}
+    graph_outputs = {v.name for v in proto.graph.output}
+    for kind, named, present in (("inputs", spec.input_names, graph_inputs), ("outputs", spec.output_names,
+                                                                               graph_outputs)):
+        if not set(named) <= present or (kind == "inputs" and set(named) != present):
+            raise ModelLoadError(f"the contract stored in {path} names {kind} {sorted(named)} but the graph has "
+                                 f"{sorted(present)}: the metadata belongs to another model",
+                                 "re-export the model with `edgemm export`")
 
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 9: "bool"}

@@ -4,7 +4,7 @@ rebuilt by replaying the shapes (ModelOpt-style), never pickled."""
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -22,7 +22,7 @@ tp = lazy_import("torch_pruning")
 class PruneConfig(StageConfig):
     stage: Literal["prune"]
     ratio: float = Field(0.5, ge=0, lt=1, description="default channel ratio removed")
-    towers: dict[str, float] = Field(default_factory=dict, description="per-tower ratio: a tower of the contract "
+    towers: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict, description="per-tower ratio: a tower of the contract "
                                                                        "(traced from the model) or a module path")
     importance: Literal["l2", "l1", "random"] = "l2"
     global_pruning: bool = False

@@ -1,0 +1,155 @@
+"""Will a batch fit in memory? Estimated before running it, so a huge ``--batch-size`` is refused with
+the limit named instead of being killed by the kernel a minute later.
+
+The estimate is the peak of live activations at batch 1, times the batch, plus the batch's inputs:
+
+- ONNX: every value's size from shape inference (the contract's opt sizes), live from the node that
+  makes it to the last node that reads it, in graph order;
+- PyTorch: one real forward at batch 1 under a dispatch mode that adds each new tensor's storage
+  and subtracts it when the last tensor on it is freed.
+
+Activations scale with the batch for the layers that dominate (convolutions, attention); runtimes
+add arenas and workspace on top, so the check refuses only what clearly cannot fit.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgemm.errors import InputError
+from edgemm.lazy import lazy_import
+from edgemm.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from edgemm.models.registry import LoadedModel
+
+onnx = lazy_import("onnx")
+psutil = lazy_import("psutil")
+torch = lazy_import("torch")
+
+HEADROOM = 0.8  # of the memory available now: the runtime's own arenas and the OS need the rest
+
+
+def input_bytes_per_item(spec: ModelSpec) -> int:
+    """One sample of every input at the contract's largest sizes."""
+    sizes = spec.sizes("max", batch=1)
+    return sum(int(np.prod(i.concrete_shape(sizes))) * np.dtype(i.dtype).itemsize for i in spec.inputs)
+
+
+def activation_bytes_per_item(model: "LoadedModel") -> int | None:
+    """Peak bytes of live intermediate values for one sample; None when it cannot be worked out."""
+    try:
+        if model.onnx_path is not None:
+            return _onnx_peak(str(model.onnx_path), model.spec)
+        return _torch_peak(model.module, model.spec)
+    except Exception:  # an estimate: a model it cannot trace is simply not checked
+        return None
+
+
+def check_batch_sizes(model: "LoadedModel", batch_sizes: Sequence[int], option: str = "--batch-size") -> None:
+    """Before long work: every batch size inside the contract's batch axis, and small enough to fit here."""
+    axis = model.spec.axes.get("batch")
+    outside = [b for b in batch_sizes if axis and not axis.min <= b <= axis.max]
+    if outside:
+        raise InputError(f"batch size {outside[0]} is outside model {model.spec.name!r}'s batch axis "
+                         f"[{axis.min}, {axis.max}]", f"give {option} values in [{axis.min}, {axis.max}] "
+                         "(`edgemm info MODEL` shows the axes)")
+    check_batch_fits(model, batch_sizes)
+
+
+def check_batch_fits(model: "LoadedModel", batch_sizes: Sequence[int], available: int | None = None) -> None:
+    """Refuse a batch whose estimated memory exceeds what is available on this machine now."""
+    batch_size = max(batch_sizes)
+    per_item = activation_bytes_per_item(model)
+    if per_item is None:
+        return
+    per_item += 2 * input_bytes_per_item(model.spec)  # the feed, and the copy a runtime makes of it
+    need = batch_size * per_item
+    free = int((available if available is not None else psutil.virtual_memory().available) * HEADROOM)
+    if need > free:
+        most = max(1, free // per_item)
+        raise InputError(f"batch size {batch_size} of {model.spec.name!r} needs about {need / 2**30:.1f} GiB "
+                         f"({per_item / 2**20:.1f} MiB per sample: activations and inputs), but only "
+                         f"{free / 2**30:.1f} GiB of memory is available here",
+                         f"use a batch size of at most {most} on this machine")
+
+
+def _onnx_peak(path: str, spec: ModelSpec) -> int | None:
+    proto = onnx.load(path, load_external_data=False)
+    sizes = spec.sizes("opt", batch=1)
+    for value in proto.graph.input:
+        if value.name in spec.input_names:
+            for dim, want in zip(value.type.tensor_type.shape.dim, spec.input(value.name).concrete_shape(sizes)):
+                dim.Clear()
+                dim.dim_value = want
+    graph = onnx.shape_inference.infer_shapes(proto, data_prop=True).graph
+    weights = {i.name for i in graph.initializer}
+    nbytes = {v.name: _value_bytes(v) for v in [*graph.value_info, *graph.input, *graph.output]
+              if v.name not in weights}
+    last_use: dict[str, int] = {}
+    for step, node in enumerate(graph.node):
+        for name in node.input:
+            last_use[name] = step
+    live = {v.name: nbytes[v.name] for v in graph.input if v.name in nbytes}
+    peak = sum(live.values())
+    for step, node in enumerate(graph.node):
+        live.update({name: nbytes.get(name, 0) for name in node.output})
+        peak = max(peak, sum(live.values()))
+        live = {name: size for name, size in live.items() if last_use.get(name, -1) > step}
+    return peak or None
+
+
+def _value_bytes(value: Any) -> int:
+    tensor = value.type.tensor_type
+    dims = [d.dim_value for d in tensor.shape.dim]
+    if not dims and not tensor.HasField("shape"):
+        return 0
+    if any(d <= 0 for d in dims):  # a size shape inference could not work out: not counted
+        return 0
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+    return int(np.prod(dims, dtype=np.int64)) * itemsize
+
+
+def _torch_peak(module: Any, spec: ModelSpec) -> int:
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from edgemm.runtime.convert import to_tensors
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.live = self.peak = 0
+            self.refs: dict[int, int] = {}  # storage address -> tensors alive on it
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's signature
+            out = func(*args, **(kwargs or {}))
+            for tensor in tree_flatten(out)[0]:
+                if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
+                    self._track(tensor)
+            return out
+
+        def _track(self, tensor: Any) -> None:
+            storage = tensor.untyped_storage()
+            address = storage.data_ptr()
+            if address not in self.refs:
+                self.refs[address] = 0
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+            self.refs[address] += 1
+            weakref.finalize(tensor, self._release, address, storage.nbytes())
+
+        def _release(self, address: int, size: int) -> None:
+            self.refs[address] -= 1
+            if not self.refs[address]:
+                del self.refs[address]
+                self.live -= size
+
+    feed = to_tensors(spec, spec.example_inputs(spec.sizes("opt", batch=1)))
+    counter = LiveBytes()
+    with torch.no_grad(), counter:
+        module(*feed)
+    return counter.peak + sum(t.numel() * t.element_size() for t in feed)
+
