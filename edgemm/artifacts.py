@@ -56,6 +56,7 @@ def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
 def run_directory(path: str | Path, option: str = "--out") -> Iterator[Path]:
     """Own ``path`` while writing into it: checked writable first, then locked so that a second command
     writing into the same folder is refused with a clear message instead of racing the first."""
+    created = not Path(path).exists()
     path = check_writable_dir(path, option)
     key = path.resolve()
     if key in _held or fcntl is None:
@@ -74,10 +75,15 @@ def run_directory(path: str | Path, option: str = "--out") -> Iterator[Path]:
         _held[key] = fd
         try:
             yield path
+        except BaseException:
+            if created and [p.name for p in key.iterdir()] == [LOCK]:  # refused before writing: leave no trace
+                (key / LOCK).unlink()
+                key.rmdir()
+            raise
         finally:
             del _held[key]
     finally:
-        os.close(fd)  # closing releases the lock; the empty lock file stays (removing it would race)
+        os.close(fd)  # closing releases the lock; the lock file stays (removing it would race a new writer)
 
 
 @contextlib.contextmanager

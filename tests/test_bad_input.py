@@ -111,12 +111,14 @@ CASES = [
     Case("factory returns no spec", lambda m: ["info", "tests.fixtures.user_models:build_without_spec"], 2,
          "returned no ModelSpec"),
     Case("factory needs arguments", lambda m: ["info", f"{BAD}:needs_arguments"], 2, "missing 1 required"),
-    Case("module fails to import", lambda m: ["info", "tests.fixtures.broken_import:build"], 2, "libfoo.so.3"),
+    Case("module fails to import", lambda m: ["info", "tests.broken_import:build"], 2, "libfoo.so.3"),
     Case("module does not exist", lambda m: ["info", "no_such_package.models:build"], 2, "cannot import"),
     Case("forward crashes in predict", lambda m: ["predict", f"{BAD}:crashing_forward", "--inputs",
                                                   str(m / "good.npz")], 2, "planted"),
     Case("forward crashes in bench", lambda m: ["bench", f"{BAD}:crashing_forward", "--batch-size", "1",
                                                 "-o", out(m)], 2, "failed to run model"),
+    Case("forward crashes in export", lambda m: ["export", f"{BAD}:crashing_forward", "-o", out(m)], 2,
+         "raises on example inputs its contract allows"),
     Case("0-byte ONNX in info", lambda m: ["info", str(m / "empty.onnx")], 2, "not an ONNX model"),
     Case("0-byte ONNX in bench", lambda m: ["bench", str(m / "empty.onnx"), "-o", out(m)], 2, "not an ONNX model"),
     Case("random bytes as ONNX", lambda m: ["info", str(m / "random.onnx")], 2, "ONNX"),
@@ -277,3 +279,16 @@ def test_a_second_writer_into_the_same_folder_is_refused(tmp_path):
     first_text, _ = first.communicate(timeout=300)
     assert first.returncode == 0, first_text
     assert (tmp_path / "out" / "manifest.json").is_file()  # the first writer finished untouched
+
+
+def test_an_edgemm_bug_is_reported_as_internal_with_the_way_to_the_traceback(monkeypatch):
+    import edgemm.api
+
+    def broken(kind=None):
+        raise KeyError("planted bug")
+    monkeypatch.setattr(edgemm.api, "components", broken)
+    result = CliRunner().invoke(app, ["list"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error: internal error: KeyError: 'planted bug'" in result.output and "edgemm --debug" in result.output
+    debug = CliRunner().invoke(app, ["--debug", "list"])
+    assert isinstance(debug.exception, KeyError)  # --debug lets the traceback through

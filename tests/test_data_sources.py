@@ -9,7 +9,7 @@ from edgemm import api
 from edgemm.bench.latency import TimingSettings
 from edgemm.compress.recipe import recipe_model
 from edgemm.data.datasets import load_split
-from edgemm.errors import ConfigError
+from edgemm.errors import CodeNotTrusted, ConfigError
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
 from edgemm.runtime import accuracy, load_session
 
@@ -123,7 +123,7 @@ def _cli(*args: str, cwd=None):
 
 def test_folder_data_follows_the_artifacts_across_processes(own_run, own_data, tmp_path):
     """Export validates on the folder and records it; bench in another process scores on it unasked."""
-    export = _cli("export", str(own_run), "--data", str(own_data), "-o", str(tmp_path / "exp"))
+    export = _cli("--trust-code", "export", str(own_run), "--data", str(own_data), "-o", str(tmp_path / "exp"))
     assert export.returncode == 0, export.stderr[-2000:]
     validation = (tmp_path / "exp" / "validation.json").read_text()
     assert f"{own_data}/test[0:30]" in validation  # real samples of the folder, not random inputs
@@ -150,13 +150,16 @@ def test_data_from_code_runs_only_when_named_on_the_command_line(tiny_onnx, tmp_
     expected = accuracy(load_session(model), load_split(DATA_CODE, "test", model.spec))
     report, _ = api.bench([str(tiny_onnx)], batch_sizes=(2,), threads=1, splits=("test",), timing=FAST, dataset=DATA_CODE)
     assert report.results[0].accuracy == {"test": pytest.approx(expected)}
-    # an ONNX someone else wrote, whose contract records code as its data: not run unless named again
-    spec = model.spec.model_copy(update={"dataset": DATA_CODE})
-    shared = save_onnx(onnx.load(str(tiny_onnx)), spec, tmp_path / "shared.onnx")
-    with pytest.raises(ConfigError, match="records its data as code .*edgemm does not run code"):
+    # an ONNX someone else wrote, whose contract records code as its data: not run unless named (trust.py)
+    planted = "tests.fixtures.bad_models:planted_data"  # named by no test, so never trusted in this process
+    shared = save_onnx(onnx.load(str(tiny_onnx)), model.spec.model_copy(update={"dataset": planted}),
+                       tmp_path / "shared.onnx")
+    with pytest.raises(CodeNotTrusted, match="names the data function .*edgemm does not run code named in a file"):
         api.bench([str(shared)], batch_sizes=(2,), threads=1, timing=FAST)
+    spec = model.spec.model_copy(update={"dataset": DATA_CODE})
     assert choose_data(None, spec, trusted=True) == DATA_CODE  # the user's own factory: their code
     assert choose_data(DATA_CODE, spec, trusted=False) == DATA_CODE  # named on the command line
+    assert choose_data(None, spec, trusted=False) == DATA_CODE  # ... and so trusted in this process
 
 
 def test_an_audio_folder_becomes_log_mel_features(tmp_path):

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from edgemm.artifacts import atomic_path, sha256_file, write_json, write_manifest
 from edgemm.config import Strict
-from edgemm.errors import EdgemmError, ModelLoadError, ValidationFailed
+from edgemm.errors import EdgemmError, ModelLoadError, ModelRunFailed, ValidationFailed
 from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
 from edgemm.export.validate import validate
@@ -74,17 +74,33 @@ def to_onnx_proto(model: LoadedModel, opset: int, module: Any = None) -> Any:
     example = model.spec.example_inputs(export_sizes(model.spec), seed=0)
     args = tuple(torch.from_numpy(example[name]) for name in model.spec.input_names)
     module = module if module is not None else model.module.eval()
+    try:  # a forward that fails by itself is the model's problem, not the exporter's: say so plainly
+        with torch.no_grad():
+            module(*args)
+    except Exception as err:  # noqa: BLE001 - whatever the user's forward raises
+        raise ModelRunFailed(f"the forward of {model.source} raises on example inputs its contract allows "
+                             f"({', '.join(f'{n} {list(a.shape)}' for n, a in zip(model.spec.input_names, args))}): "
+                             f"{type(err).__name__}: {str(err)[:400]}",
+                             "fix the forward (or the contract's shapes); it must run in eager PyTorch before "
+                             "it can be exported") from None
     try:
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=opset, input_names=model.spec.input_names,
             output_names=model.spec.output_names, dynamic_shapes=dynamic_shapes(model.spec, module), external_data=False,
             verbose=False)
     except Exception as err:  # torch.export raises many types; the message is what helps
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        lines = [ln for ln in str(_root_cause(err)).splitlines()
+                 if ln.strip() and "full stack trace above" not in ln]  # that trace is not shown
         raise EdgemmError(f"torch.onnx.export failed for {model.source}: {' / '.join(lines[-3:])[:600]}",
                           "make forward() traceable by torch.export (no data-dependent Python control flow); "
                           "see the spec's axis ranges if a dimension was specialised") from None
     return program.model_proto
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
 
 
 def save_onnx(proto: Any, spec: ModelSpec, target: Path, **metadata: str) -> Path:
@@ -116,7 +132,9 @@ def export_onnx(model: LoadedModel, out_dir: str | Path, profile: ExportProfile)
                                         "edgemm.profile": profile.name})
     with atomic_path(out_dir / ONNX_FILE) as tmp:
         onnx.save_model(proto, str(tmp))
-        report = validate(model, LoadedModel(model.spec, str(tmp), "onnx", onnx_path=tmp), profile.validation)
+        written = LoadedModel(model.spec, f"{out_dir / ONNX_FILE} (as exported, before validation)", "onnx",
+                              onnx_path=tmp)  # messages name the file the user will look for, not the temp file
+        report = validate(model, written, profile.validation)
         write_json(out_dir / VALIDATION_FILE, report.to_dict())
         if not report.passed:
             tmp.rename(out_dir / REJECTED_FILE)

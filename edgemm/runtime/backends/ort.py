@@ -37,7 +37,7 @@ class OrtSession(Session):
         try:
             self.session = ort.InferenceSession(str(model.onnx_path), settings, providers=providers)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph types
-            raise EdgemmError(f"ONNX Runtime cannot load {model.onnx_path}: {str(err)[:300]}",
+            raise EdgemmError(f"ONNX Runtime cannot load {model.source}: {str(err)[:300]}",
                               "re-export the model; check the opset and operators") from None
         self.spec, self.backend = model.spec, backend
         self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
