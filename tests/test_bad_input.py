@@ -267,18 +267,16 @@ def test_ctrl_c_during_export_leaves_nothing_complete(tmp_path):
 
 
 def test_a_second_writer_into_the_same_folder_is_refused(tmp_path):
-    first = _edgemm("export", "demo-fusion", "-o", "out", cwd=tmp_path)
-    for _ in range(200):  # until the first holds the folder
-        if (tmp_path / "out" / ".edgemm.lock").exists() and (tmp_path / "out" / ".edgemm.lock").read_text():
-            break
-        time.sleep(0.1)
-    second = _edgemm("export", "demo-fusion", "-o", "out", cwd=tmp_path)
-    text, _ = second.communicate(timeout=120)
+    """This test holds the folder as a first writer would; edgemm in another process must refuse it."""
+    from edgemm.artifacts import run_directory
+    with run_directory(tmp_path / "out"):
+        second = _edgemm("export", FACTORY, "-o", "out", cwd=tmp_path)
+        text, _ = second.communicate(timeout=120)
     assert second.returncode == 2, text
-    assert "is being written by another edgemm command" in " ".join(text.split()) and "fix:" in text
-    first_text, _ = first.communicate(timeout=300)
-    assert first.returncode == 0, first_text
-    assert (tmp_path / "out" / "manifest.json").is_file()  # the first writer finished untouched
+    assert "is being written by another edgemm command (pid" in " ".join(text.split()) and "fix:" in text
+    assert not [p.name for p in (tmp_path / "out").rglob("*") if p.name in COMPLETE_LOOKING]
+    after = _edgemm("export", FACTORY, "-o", "out", cwd=tmp_path)  # released: the next writer gets it
+    assert after.wait(timeout=300) == 0 and (tmp_path / "out" / "manifest.json").is_file()
 
 
 def test_an_edgemm_bug_is_reported_as_internal_with_the_way_to_the_traceback(monkeypatch):
