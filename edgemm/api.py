@@ -95,6 +95,9 @@ def compress(model: str, recipe: str | Path | None = None, out_dir: str | Path =
 def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
     """Arrays from an .npz file; object arrays are refused (they would need unpickling)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"inputs {path} is a folder, not an .npz file", "give an .npz written by numpy.savez, "
+                         "or the folder as --data")
     if not path.is_file():
         raise InputError(f"input file {path} does not exist", "give an .npz written by numpy.savez")
     if not zipfile.is_zipfile(path):  # numpy would try it as a pickle and say so, which misleads
@@ -111,9 +114,9 @@ def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
 def data_rows(model: str, data: str, split: str = "test", rows: str = "0:4",
               weights: str | Path | None = None) -> dict[str, np.ndarray]:
     """Rows START:STOP of a split of ``data``, read as ``model``'s contract says (``predict --data``)."""
-    start, _, stop = rows.partition(":")
+    start, colon, stop = rows.partition(":")
     try:
-        window = slice(int(start or 0), int(stop) if stop else None)
+        window = slice(int(start or 0), (int(stop) if stop else None) if colon else int(start) + 1)  # "3": row 3
     except ValueError:
         raise ConfigError(f"--rows {rows!r} is not START:STOP", "e.g. --rows 0:4") from None
     loaded = with_data(resolve_model(model, weights), data)
@@ -132,6 +135,7 @@ def predict(model: str, inputs: str | Path | dict[str, np.ndarray], *, weights: 
     check_batch_fits(loaded, [len(next(iter(feed.values())))])
     session = load_session(loaded, backend, threads)
     outputs = session.run(feed)
+    loaded.spec.check_outputs(outputs, loaded.spec.check_inputs(feed))
     for name, values in outputs.items():
         require_finite(values, session, f"output {name!r} of these inputs")
     return outputs

@@ -83,7 +83,7 @@ def run_directory(path: str | Path, option: str = "--out") -> Iterator[Path]:
         finally:
             del _held[key]
     finally:
-        os.close(fd)  # closing releases the lock; the lock file stays (removing it would race a new writer)
+        os.close(fd)  # closing releases the lock; the file (holding the last writer's pid) stays: removing it would race
 
 
 @contextlib.contextmanager

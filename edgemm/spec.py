@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgemm.errors import InputError
+from edgemm.errors import InputError, ModelRunFailed
 
 Modality = Literal["image", "audio", "text", "signal", "tabular", "tensor"]
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
@@ -209,9 +209,34 @@ class ModelSpec(_Strict):
             raise InputError(f"unexpected input(s) {extra}; model {self.name!r} expects {self.input_names}",
                              "rename or drop them")
         seen: dict[str, int] = {}
+        owners: dict[str, str] = {}  # axis -> the first input that set its size
         for spec in self.inputs:
-            _check_one(spec, np.asarray(_to_numpy(feed[spec.name])), seen, self.axes)
+            _check_one(spec, np.asarray(_to_numpy(feed[spec.name])), seen, self.axes, owners)
         return seen
+
+    def check_outputs(self, outputs: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+        """Raise :class:`ModelRunFailed` when a model's outputs are not what its contract declares
+        (missing, another rank or size, integer logits): scores computed from them would be wrong."""
+        for out in self.outputs:
+            if out.name not in outputs:
+                raise ModelRunFailed(f"model {self.name!r} returned no output {out.name!r} (it returned "
+                                     f"{sorted(outputs)})", "return the outputs the contract declares, in its order")
+            array = np.asarray(outputs[out.name])
+            want = tuple(sizes.get(d, d) if isinstance(d, str) else d for d in out.shape)
+            fits = array.ndim == len(want) and all(isinstance(w, str) or w == g for w, g in zip(want, array.shape))
+            if not fits:
+                raise ModelRunFailed(f"model {self.name!r} output {out.name!r} has shape {list(array.shape)}, but "
+                                     f"its contract declares {_shape_text(out.shape)} = {list(want)} for these inputs",
+                                     "fix the forward or the contract's outputs (`edgemm info MODEL`)")
+            if out.name == self.task.output and self.task.kind == "classification":
+                classes = self.task.num_classes
+                if array.dtype.kind != "f":
+                    raise ModelRunFailed(f"model {self.name!r} returns {array.dtype} scores in {out.name!r}",
+                                         "return float logits or probabilities")
+                if classes and array.shape[-1] != classes:
+                    raise ModelRunFailed(f"model {self.name!r} scores {array.shape[-1]} classes in {out.name!r}, "
+                                         f"but its contract says num_classes={classes}",
+                                         "fix the contract's task.num_classes or the model's head")
 
     # -- (de)serialisation ----------------------------------------------------------------
     def to_json(self) -> str:
@@ -226,7 +251,8 @@ def _to_numpy(value: Any) -> Any:
     return value.detach().cpu().numpy() if hasattr(value, "detach") else value
 
 
-def _check_one(spec: InputSpec, array: np.ndarray, seen: dict[str, int], axes: Mapping[str, AxisRange]) -> None:
+def _check_one(spec: InputSpec, array: np.ndarray, seen: dict[str, int], axes: Mapping[str, AxisRange],
+               owners: dict[str, str]) -> None:
     if str(array.dtype) != spec.dtype:
         raise InputError(f"input {spec.name!r} has dtype {array.dtype}, expected {spec.dtype}",
                          f"cast it, e.g. array.astype(np.{spec.dtype})")
@@ -240,13 +266,14 @@ def _check_one(spec: InputSpec, array: np.ndarray, seen: dict[str, int], axes: M
                              f"(shape {_shape_text(spec.shape)})", "resize or reshape the input")
         if isinstance(want, str):
             if want in seen and seen[want] != got:
-                raise InputError(f"axis {want!r} is {seen[want]} in one input but {got} in {spec.name!r}",
+                raise InputError(f"axis {want!r} is {seen[want]} in input {owners[want]!r} but {got} in {spec.name!r}",
                                  f"all inputs must share the same {want!r} size")
             rng = axes.get(want)
             if rng and not rng.min <= got <= rng.max:
                 raise InputError(f"input {spec.name!r}: axis {want!r} = {got} is outside [{rng.min}, {rng.max}]",
                                  f"pad or crop to a size in [{rng.min}, {rng.max}]")
             seen[want] = got
+            owners.setdefault(want, spec.name)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError(f"input {spec.name!r} contains NaN or infinite values",
                          "clean the data; a missing modality is zeros, not NaN")

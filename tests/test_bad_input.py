@@ -30,6 +30,7 @@ from .fixtures.bad_models import SENTINEL
 from .fixtures.user_models import TinyImageText
 
 BAD = "tests.fixtures.bad_models"
+ROOT = Path(__file__).parents[1]
 COMPLETE_LOOKING = ("manifest.json", "model.onnx", "report.json", "report.md")
 
 
@@ -80,6 +81,16 @@ def material(tmp_path_factory, tiny_onnx) -> Path:
     _run_dir(m / "run-planted", f"{BAD}:planted_factory", {}, spec)
     save_weights(TinyImageText(), m / "run-planted" / "model.safetensors")  # complete: only trust is missing
     _run_dir(m / "run-factory-number", 42, {}, spec)
+    _run_dir(m / "run-garbage-structure", "edgemm.models.demo:demo_fusion", {}, spec)
+    meta = json.loads((m / "run-garbage-structure" / "model.json").read_text())
+    (m / "run-garbage-structure" / "model.json").write_text(json.dumps({**meta, "structure": "garbage"}))
+    _run_dir(m / "run-bad-kwargs", "edgemm.models.demo:demo_fusion", {"colour": "blue"}, spec)
+    (m / "weights-folder").mkdir()
+    (m / "inputs-folder.npz").mkdir()
+    (m / "random.pt").write_bytes(os.urandom(512))
+    (m / "op99.yaml").write_text((ROOT / "export_profiles" / "x86-cpu.yaml").read_text().replace("opset: 18",
+                                                                                                  "opset: 99"))
+    (m / "freeze.yaml").write_text("name: f\nstages:\n  - stage: distill\n    freeze: [smell]\n")
     (m / "run-not-json").mkdir()
     (m / "run-not-json" / "model.json").write_bytes(b"\xff\xfe{")
     return m
@@ -144,6 +155,40 @@ CASES = [
          "cannot create output folder"),
     Case("demo into a file, before training", lambda m: ["demo", "-o", str(m / "a-file")], 2, "is a file"),
     Case("bench into a file, before timing", lambda m: ["bench", FACTORY, "-o", str(m / "a-file")], 2, "is a file"),
+    Case("factory calls sys.exit", lambda m: ["info", f"{BAD}:exits"], 2, "SystemExit"),
+    Case("forward calls sys.exit", lambda m: ["predict", f"{BAD}:exiting_forward", "--inputs", str(m / "good.npz")],
+         2, "SystemExit"),
+    Case("factory returns three items", lambda m: ["info", f"{BAD}:three_items"], 2, "a tuple of 3 items"),
+    Case("forward returns two outputs", lambda m: ["predict", f"{BAD}:two_outputs", "--inputs", str(m / "good.npz")],
+         2, "returned 2 output(s)"),
+    Case("output narrower than the contract", lambda m: ["predict", f"{BAD}:narrow_head", "--inputs",
+                                                         str(m / "good.npz")], 2, "has shape [2, 3]"),
+    Case("output narrower than the contract, in export", lambda m: ["export", f"{BAD}:narrow_head", "-o", out(m)],
+         2, "has shape"),
+    Case("integer scores", lambda m: ["predict", f"{BAD}:integer_scores", "--inputs", str(m / "good.npz")], 2,
+         "int64 scores"),
+    Case("threads beyond reason", lambda m: ["predict", FACTORY, "--inputs", str(m / "good.npz"), "--threads",
+                                             "100000"], 2, "100000 threads"),
+    Case("weights path is a folder", lambda m: ["predict", FACTORY, "--inputs", str(m / "good.npz"), "--weights",
+                                                str(m / "weights-folder")], 2, "is a folder"),
+    Case("random bytes as a checkpoint", lambda m: ["predict", FACTORY, "--inputs", str(m / "good.npz"), "--weights",
+                                                    str(m / "random.pt")], 2, "is not a PyTorch checkpoint"),
+    Case("inputs path is a folder", lambda m: ["predict", FACTORY, "--inputs", str(m / "inputs-folder.npz")], 2,
+         "is a folder, not an .npz file"),
+    Case("empty model reference", lambda m: ["info", ""], 2, "the model reference is empty"),
+    Case("run dir with a garbage structure", lambda m: ["info", str(m / "run-garbage-structure")], 2, "is corrupt"),
+    Case("run dir with arguments its factory rejects", lambda m: ["info", str(m / "run-bad-kwargs")], 2,
+         "with the arguments"),
+    Case("opset the exporter cannot write", lambda m: ["export", FACTORY, "--profile", str(m / "op99.yaml"),
+                                                       "-o", out(m)], 2, "opset 99"),
+    Case("labels outside the classes", lambda m: ["bench", FACTORY, "--data", f"{BAD}:labels_out_of_range",
+                                                  "--batch-size", "1", "-o", out(m)], 2, "labels [99]"),
+    Case("fewer labels than rows", lambda m: ["bench", FACTORY, "--data", f"{BAD}:labels_too_few",
+                                              "--batch-size", "1", "-o", out(m)], 2, "3 labels but inputs of"),
+    Case("a threshold given twice", lambda m: ["bench", FACTORY, "--baseline", str(m / "wrong-schema.json"),
+                                               "--fail-on", "p50=10%,p50=20%", "-o", out(m)], 2, "not a valid bench"),
+    Case("freeze names no tower", lambda m: ["compress", FACTORY, "--data", "tests.fixtures.user_models:data_splits",
+                                             "--recipe", str(m / "freeze.yaml"), "-o", out(m)], 2, "freeze names"),
     # 2. code named in loaded files
     Case("run dir naming os:system (info)", lambda m: ["info", str(m / "run-os-system")], 2, "'os:system'"),
     Case("run dir naming os:system (bench)", lambda m: ["bench", str(m / "run-os-system"), "-o", out(m)], 2,
@@ -166,7 +211,11 @@ CASES = [
          "of memory is available"),
     Case("compress batch beyond the axis", lambda m: ["compress", FACTORY, "--data",
                                                       "tests.fixtures.user_models:data_splits", "--batch-size",
-                                                      "100000", "-o", out(m)], 2, "outside model"),
+                                                      "100000", "--recipe", "int8", "-o", out(m)], 2,
+         "outside the batch axis"),
+    Case("built-in recipe naming towers the model lacks", lambda m: ["compress", FACTORY, "--data",
+                                                                     "tests.fixtures.user_models:data_splits",
+                                                                     "-o", out(m)], 2, "towers names ['audio'"),
     Case("tower ratio 1.5", lambda m: ["compress", FACTORY, "--recipe", str(m / "ratio.yaml"), "-o", out(m)], 2,
          "towers.image: Input should be less than 1"),
     Case("keep_float names no tower", lambda m: ["compress", FACTORY, "--data", "tests.fixtures.user_models:data_splits",

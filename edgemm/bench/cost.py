@@ -62,7 +62,7 @@ def torch_flops(module: Any, spec: ModelSpec) -> int | None:
     try:
         with counter, torch.inference_mode():
             module(*inputs)
-    except Exception:  # a figure, not a check: a forward that fails is reported when the model is run
+    except (Exception, SystemExit):  # a figure, not a check: a forward that fails is reported when the model runs
         return None
     return int(counter.get_total_flops()) or None
 

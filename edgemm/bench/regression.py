@@ -31,6 +31,10 @@ def parse_fail_on(text: str) -> dict[str, float]:
             raise ConfigError(f"--fail-on: cannot read {part!r}",
                               "use e.g. 'p50=10%,p90=15%,accuracy=1' (latency in %, accuracy in points)")
         key, value, percent = match.groups()
+        if key in limits or LATENCY_KEYS.get(key) in limits:
+            raise ConfigError(f"--fail-on names {key!r} twice", "give each threshold once")
+        if key == "accuracy" and percent:
+            raise ConfigError(f"--fail-on {part!r}: accuracy is in points, not %", "e.g. accuracy=1 (one point)")
         if key == "accuracy":
             limits["accuracy"] = float(value)
         else:
@@ -124,7 +128,7 @@ def gate(baseline: BenchReport, current: BenchReport, limits: dict[str, float], 
     """Raise RegressionFound on a regression, ConfigError when nothing could be compared; with ``write_to``,
     the verdict is written there as Markdown first."""
     comparison = compare(baseline, current, limits)
-    if write_to is not None:
+    if write_to is not None and comparison.pairs:  # no verdict ("no regression") when nothing was compared
         write_text(write_to, to_markdown(comparison, where, limits))
     if not comparison.pairs:
         raise ConfigError(f"no result of this run matches the baseline {where} (neither by artifact + backend nor by "

@@ -8,7 +8,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgemm import metrics
 from edgemm.bench.breakdown import can_break_down, modality_breakdown
 from edgemm.bench.cost import gemm_peaks, onnx_flops, onnx_precision, torch_flops, torch_precision
 from edgemm.bench.guards import warnings_for
@@ -20,6 +19,7 @@ from edgemm.errors import ConfigError, InputError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, with_data
 from edgemm.runtime import Session, default_backend, fidelity, load_session, task_outputs, torch_threads
+from edgemm.runtime.evaluate import accuracy_of
 from edgemm.runtime.memory import check_batch_fits
 from edgemm.runtime.session import BACKENDS
 
@@ -155,7 +155,7 @@ def score(targets: list[BenchTarget], splits: Sequence[str], say: ProgressFn) ->
         for split in splits:
             data = load_split(target.dataset, split, spec).for_inputs(spec.input_names)
             target.outputs[split] = task_outputs(target.session, data)
-            result.accuracy[split] = metrics.accuracy(target.outputs[split], data.labels)
+            result.accuracy[split] = accuracy_of(target.outputs[split], data, target.model.spec.name)
     reference = targets[0]
     for target in targets[1:]:
         for split, out in target.outputs.items():

@@ -49,14 +49,14 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                           "pass --data: a data folder, an .npz, module:function or a registered name "
                           "(README: 'Compress your own model')")
     splits = find_source(dataset).splits_for(dataset)
-    check_recipe(recipe, dataset, splits, teacher.spec)
+    check_recipe(recipe, dataset, splits, teacher.spec, teacher.module)
     check_data(teacher.spec, dataset, recipe.gates.split)
     check_batch_sizes(teacher, batch_sizes)  # the final comparison's batches, checked before the first stage
     if not teacher.trained:
         log("warning: the input model's weights are its factory's initial ones (no --weights, and its contract "
             "does not say trained=True): accuracy figures will be meaningless")
     out_dir = Path(out_dir)
-    for stale in ("final", "manifest.json", "gate_report.json", "gate_report.md"):
+    for stale in ("final", "manifest.json", "gate_report.json", "gate_report.md", "report.json", "report.md"):
         path = out_dir / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     ctx = Context(recipe.gates, profile, teacher, dataset, out_dir, threads, log, progress)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import time
+from typing import Any, get_args
 from pathlib import Path
 
 from edgemm import __version__
@@ -21,29 +22,48 @@ from edgemm.compress.recipe import RecipeBase
 from edgemm.compress.stage import STAGES, Artifact, Context, StageConfig, artifact_chain
 from edgemm.data.datasets import data_fingerprint
 from edgemm.errors import ConfigError, GateFailed
-from edgemm.spec import ModelSpec
+from edgemm.spec import Modality, ModelSpec
 
 IN_PROGRESS = "in_progress.json"  # a started stage's key; with no manifest beside it the stage is unfinished
 
 
-def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...], spec: ModelSpec | None = None) -> None:
+# Recipe keys that name towers, and what else each accepts besides the contract's tower names.
+TOWER_KEYS = {"towers": "a module path", "freeze": "a module path", "tower_lr": "a module path",
+              "tower_modes": "a modality or 'fusion'", "keep_float": "'fusion'"}
+
+
+def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...], spec: ModelSpec | None = None,
+                 module: Any = None) -> None:
     """Before anything runs: every stage (and quantizer) is usable here, every split it reads exists, and
-    every tower it keeps in float is one of the model's."""
+    every tower a stage names is one of the model's (seconds of tracing and export later, it would be late)."""
     wanted = {recipe.gates.split: "gates.split"}
-    towers = set(spec.towers) | {"fusion"} if spec else set()
     for index, config in enumerate(recipe.stages):
         stage = STAGES.get(config.stage)
         stage.check_usable(config)
-        unknown = sorted(set(getattr(config, "keep_float", [])) - towers) if spec else []
-        if unknown:
-            raise ConfigError(f"stages.{index} (quantize) keep_float names {unknown}, which are not towers of model "
-                              f"{spec.name!r}", f"its towers are {sorted(towers)} (`edgemm info MODEL`)")
+        if spec is not None:
+            _check_tower_keys(index, config, spec, module)
         wanted.update({split: f"stages.{index} ({config.stage})" for split in stage.splits_read(config)})
     missing = {split: who for split, who in wanted.items() if split not in splits}
     if missing:
         what = ", ".join(f"{split!r} (read by {who})" for split, who in missing.items())
         raise ConfigError(f"dataset {dataset!r} has no split {what}; it has {list(splits)}",
                           "point the recipe at splits the dataset has, or give a dataset with them (--data)")
+
+
+def _check_tower_keys(index: int, config: StageConfig, spec: ModelSpec, module: Any) -> None:
+    paths = {name for name, _ in module.named_modules() if name} if module is not None else set()
+    for key, also in TOWER_KEYS.items():
+        named = getattr(config, key, None) or []
+        valid = set(spec.towers) | {"fusion"}
+        if also == "a module path":
+            valid = set(spec.towers) | paths
+        elif also.startswith("a modality"):  # any modality: a built-in recipe serves models without that tower
+            valid |= set(get_args(Modality))
+        unknown = sorted(set(named) - valid)
+        if unknown:
+            raise ConfigError(f"stages.{index} ({config.stage}) {key} names {unknown}: not a tower of model "
+                              f"{spec.name!r} (nor {also})",
+                              f"its towers are {sorted(spec.towers)} (`edgemm info MODEL`)")
 
 
 def plan(recipe: RecipeBase) -> list[tuple[str, StageConfig | None]]:

@@ -36,6 +36,12 @@ class Split:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray
 
+    def __post_init__(self) -> None:
+        sizes = {name: len(array) for name, array in self.inputs.items()}
+        if any(size != len(self.labels) for size in sizes.values()):
+            raise InputError(f"split {self.name!r} has {len(self.labels)} labels but inputs of {sizes} rows",
+                             "give one label per row of every input")
+
     def __len__(self) -> int:
         return len(self.labels)
 

@@ -12,6 +12,7 @@ from edgemm.errors import ConfigError, ValidationFailed
 from edgemm.config import Strict
 from edgemm.models.registry import LoadedModel
 from edgemm.runtime import Session, fidelity, load_session
+from edgemm.runtime.evaluate import require_finite
 from edgemm.spec import ModelSpec
 
 
@@ -77,7 +78,10 @@ def compare(spec: ModelSpec, reference: Session, candidate: Session, settings: V
     cand_out: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}
     for _, feed in feeds:
         r, c = reference.run(feed), candidate.run(feed)
+        sizes = spec.check_inputs(feed)
+        spec.check_outputs(r, sizes)  # the reference must honour the contract before anything is compared to it
         for name in spec.output_names:
+            require_finite(r[name], reference, "the validation inputs")  # a NaN reference validates nothing
             if name not in c:
                 raise ValidationFailed(f"exported model has no output {name!r} (has {sorted(c)})",
                                        "export with the spec's output names")

@@ -96,7 +96,7 @@ def module_sha256(module: Any) -> str:
     return digest.hexdigest()
 
 
-def call_factory(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, ModelSpec]:
+def call_factory(ref: str, kwargs: dict[str, Any] | None = None, source: str | None = None) -> tuple[Any, ModelSpec]:
     """Import ``package.module:factory`` and call it; whatever goes wrong is a ModelLoadError naming it."""
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
@@ -106,7 +106,7 @@ def call_factory(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, M
     except ModuleNotFoundError as err:
         raise ModelLoadError(f"cannot import {module_name!r} for {ref!r} ({err})",
                              "install the package or add its folder to PYTHONPATH") from None
-    except Exception as err:  # the user's module itself fails: its error is what helps
+    except (Exception, SystemExit) as err:  # the user's module itself fails (or exits): its error is what helps
         raise ModelLoadError(f"importing {module_name!r} for {ref!r} failed: {_describe(err)}",
                              f"fix the module; `python -c 'import {module_name}'` shows the traceback") from None
     factory = getattr(imported, attr, None)
@@ -114,10 +114,15 @@ def call_factory(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, M
         raise ModelLoadError(f"module {module_name!r} has no callable {attr!r}", "check the factory name")
     try:
         result = factory(**(kwargs or {}))
-    except Exception as err:
-        raise ModelLoadError(f"factory {ref!r} raised {_describe(err)}",
-                             f"fix the factory; `python -c 'import {module_name}; {module_name}.{attr}()'` "
-                             "shows the traceback") from None
+    except (Exception, SystemExit) as err:
+        called = f"{module_name}.{attr}(**{kwargs!r})" if kwargs else f"{module_name}.{attr}()"
+        where = f" with the arguments {source} records ({kwargs!r})" if source and kwargs else ""
+        raise ModelLoadError(f"factory {ref!r} raised {_describe(err)}{where}",
+                             f"fix the factory{' or those arguments' if where else ''}; "
+                             f"`python -c 'import {module_name}; {called}'` shows the traceback") from None
+    if isinstance(result, tuple) and len(result) != 2:
+        raise ModelLoadError(f"factory {ref!r} returned a tuple of {len(result)} items",
+                             "return (module, edgemm.ModelSpec(...)) or a module with a .spec attribute")
     module, spec = result if isinstance(result, tuple) else (result, getattr(result, "spec", None))
     if not isinstance(spec, ModelSpec):
         raise ModelLoadError(f"factory {ref!r} returned no ModelSpec",
@@ -136,6 +141,8 @@ def _describe(err: Exception) -> str:
 def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedModel:
     """Turn a model reference into a :class:`LoadedModel`; raise ModelLoadError with a fix if it cannot."""
     text = str(ref)
+    if not text.strip():
+        raise ModelLoadError("the model reference is empty", "give a zoo name, module:factory, run directory or .onnx file")
     path = Path(text)
     if text.endswith(".onnx"):
         if weights:
@@ -188,16 +195,19 @@ def _load_run_dir(path: Path) -> LoadedModel:
         factory, kwargs = meta["factory"], meta.get("kwargs", {})
         if not isinstance(factory, str) or not isinstance(kwargs, dict):
             raise TypeError("'factory' must be a 'module:function' string and 'kwargs' an object")
+        structure = meta.get("structure") or {}
+        if not isinstance(structure, dict) or not all(isinstance(v, dict) for v in structure.values()):
+            raise TypeError("'structure' must map layer names to their recorded shape attributes")
         spec = ModelSpec.model_validate(meta["spec"]) if "spec" in meta else None
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         detail = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
         raise ModelLoadError(f"{where} is corrupt ({detail[:200]})", "re-create the run") from None
     if factory not in {entry.factory for entry in ZOO}:  # edgemm's and installed packages' factories load freely
         require_trusted(factory, str(where))  # before importing: importing a module runs it too
-    module, factory_spec = call_factory(factory, kwargs)
+    module, factory_spec = call_factory(factory, kwargs, str(where))
     state = read_state_dict(model_dir / WEIGHTS)
-    if meta.get("structure"):
-        replay_structure(module, meta["structure"], state)
+    if structure:
+        replay_structure(module, structure, state)
     load_weights(module, model_dir / WEIGHTS, state)
     return LoadedModel(spec or factory_spec, str(path), "run", module.eval(), factory, kwargs,
                        weights=model_dir / WEIGHTS)

@@ -32,6 +32,9 @@ def replay_structure(model: "torch.nn.Module", record: dict[str, dict[str, Any]]
             raise ModelLoadError(f"recorded layer {name!r} does not exist in the rebuilt model",
                                  "the factory's architecture changed since the model was saved")
         for attr, value in attrs.items():
+            if attr not in SHAPE_ATTRS or not isinstance(value, (int, list)):  # a file sets shapes, nothing else
+                raise ModelLoadError(f"recorded layer {name!r} sets {attr!r} = {value!r}, which is not a shape",
+                                     "re-create the run; model.json was edited or is corrupt")
             setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
     for key, tensor in state.items():
         owner_name, _, leaf = key.rpartition(".")

@@ -17,6 +17,8 @@ PICKLE_HINT = ("re-save only the tensors: `safetensors.torch.save_file(model.sta
 
 def read_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"weights {path} is a folder, not a file", "give the .safetensors or .pt file inside it")
     if not path.is_file():
         raise ModelLoadError(f"weights file {path} does not exist", "check the path")
     if path.suffix == ".safetensors":
@@ -29,6 +31,11 @@ def read_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0][:200]
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # neither torch's zip nor a pickle
+            raise ModelLoadError(f"{path} is not a PyTorch checkpoint or safetensors file ({first})",
+                                 "give a .safetensors file or a torch.save(state_dict) checkpoint") from None
         raise ModelLoadError(f"{path} holds pickled Python objects, which edgemm refuses to unpickle ({first})",
                              PICKLE_HINT) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemm.errors import ModelRunFailed
 from edgemm.lazy import lazy_import
 from edgemm.spec import ModelSpec
 
@@ -25,4 +26,9 @@ def named_outputs(spec: ModelSpec, out: Any) -> dict[str, np.ndarray]:
         values = list(out)
     else:
         values = [out]
-    return {name: t.detach().float().cpu().numpy() for name, t in zip(spec.output_names, values)}
+    if len(values) != len(spec.output_names):
+        raise ModelRunFailed(f"model {spec.name!r} returned {len(values)} output(s) but its contract declares "
+                             f"{spec.output_names}", "return exactly the contract's outputs, in its order")
+    # Half-precision outputs become float32 (numpy has no bfloat16); integer outputs stay what they are.
+    return {name: (t.detach().float() if t.is_floating_point() else t.detach()).cpu().numpy()
+            for name, t in zip(spec.output_names, values)}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgemm import metrics
-from edgemm.errors import ConfigError, NonFiniteOutputs
+from edgemm.errors import ConfigError, InputError, NonFiniteOutputs
 
 if TYPE_CHECKING:
     from edgemm.data.datasets import Split
@@ -34,9 +34,16 @@ def task_outputs(session: "Session", data: "Split", batch_size: int | None = Non
     if len(data) == 0:
         raise ConfigError(f"split {data.name!r} is empty", "evaluate on a split with samples")
     size = batch_size or eval_batch_size(data)
-    outputs = np.concatenate([session.run(data.take(slice(start, start + size)).trimmed(spec).inputs)[spec.task.output]
-                              for start in range(0, len(data), size)])
+    outputs = np.concatenate([_checked_run(session, data.take(slice(start, start + size)).trimmed(spec).inputs)
+                              [spec.task.output] for start in range(0, len(data), size)])
     return require_finite(outputs, session, f"split {data.name!r}")
+
+
+def _checked_run(session: "Session", feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One batch, its outputs checked against the contract (a score from the wrong shape would mislead)."""
+    outputs = session.run(feed)
+    session.spec.check_outputs(outputs, session.spec.check_inputs(feed))
+    return outputs
 
 
 def require_finite(values: np.ndarray, session: "Session", on: str) -> np.ndarray:
@@ -55,7 +62,20 @@ def accuracy(session: "Session", data: "Split", batch_size: int | None = None) -
     if session.spec.task.kind != "classification":
         raise ConfigError(f"model {session.spec.name!r} is a {session.spec.task.kind} model: it has no accuracy",
                           "score it by fidelity to a reference instead")
-    return metrics.accuracy(task_outputs(session, data, batch_size), data.labels)
+    return accuracy_of(task_outputs(session, data, batch_size), data, session.spec.name)
+
+
+def accuracy_of(scores: np.ndarray, data: "Split", model: str) -> float:
+    """Top-1 accuracy of task outputs on a split's labels, which must be class indices the model scores
+    (labels of 99 for 3 classes would score 0 % and look like a bad model, not bad data)."""
+    labels = np.asarray(data.labels)
+    classes = scores.shape[-1]
+    if labels.dtype.kind not in "iu" or labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
+        found = sorted(set(labels.tolist()))
+        raise InputError(f"split {data.name!r} has labels {found[:8]}{' ...' if len(found) > 8 else ''}, "
+                         f"but model {model!r} scores classes 0..{classes - 1}",
+                         "labels are class indices (integers); map names through the contract's task.labels")
+    return metrics.accuracy(scores, labels)
 
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray, classification: bool = True) -> dict[str, float]:

@@ -48,7 +48,7 @@ def activation_bytes_per_item(model: "LoadedModel") -> int | None:
         if model.onnx_path is not None:
             return _onnx_peak(str(model.onnx_path), model.spec)
         return _torch_peak(model.module, model.spec)
-    except Exception:  # an estimate: a model it cannot trace is simply not checked
+    except (Exception, SystemExit):  # an estimate: a model it cannot run here is checked when it runs
         return None
 
 
@@ -57,7 +57,7 @@ def check_batch_sizes(model: "LoadedModel", batch_sizes: Sequence[int], option: 
     axis = model.spec.axes.get("batch")
     outside = [b for b in batch_sizes if axis and not axis.min <= b <= axis.max]
     if outside:
-        raise InputError(f"batch size {outside[0]} is outside model {model.spec.name!r}'s batch axis "
+        raise InputError(f"batch size {outside[0]} is outside the batch axis of model {model.spec.name!r} "
                          f"[{axis.min}, {axis.max}]", f"give {option} values in [{axis.min}, {axis.max}] "
                          "(`edgemm info MODEL` shows the axes)")
     check_batch_fits(model, batch_sizes)

@@ -8,6 +8,7 @@ and returns numpy arrays keyed by the contract's names — the call the latency 
 from __future__ import annotations
 
 import functools
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypedDict
@@ -65,7 +66,7 @@ def _reports_failures(run: Callable[[Session, dict[str, np.ndarray]], dict[str, 
     def guarded(self: Session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             return run(self, feed)
-        except Exception as err:  # noqa: BLE001 - a model's or runtime's own exception types
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - a model's or runtime's own exceptions (sys.exit too)
             if isinstance(err, EdgemmError):
                 raise
             shapes = ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in feed.items())
@@ -95,7 +96,7 @@ class Backend(Component):
         if isinstance(given, self.config):
             return given
         return validate_as(self.config, given or {}, f"backend {self.name!r} options",
-                           f"see `edgemm list backends` for {self.name!r}'s options")
+                           f"see `edgemm list backends` for the options of {self.name!r}")
 
 
 BACKENDS: Registry[Backend] = Registry("backend", "edgemm.runtime.backends", entry_points="edgemm.backends")
@@ -108,6 +109,10 @@ def default_backend(model: "LoadedModel") -> str:
 def load_session(model: "LoadedModel", backend: str | None = None, threads: int | None = None,
                  options: dict[str, Any] | BaseModel | None = None) -> Session:
     """Open ``model`` on ``backend`` (default: torch for PyTorch models, ONNX Runtime CPU for ONNX)."""
+    most = max(64, 8 * (os.cpu_count() or 1))  # beyond this, runtimes hang or crash creating thread pools
+    if threads is not None and not 1 <= threads <= most:
+        raise ConfigError(f"{threads} threads: this machine has {os.cpu_count()} cores",
+                          f"use 1 to {most} threads (--threads)")
     entry = BACKENDS.get(backend or default_backend(model), usable=False)
     if not entry.accepts(model):  # before usability: "no GPU" would hide that it could never run this file
         runs = [b.name for b in BACKENDS if b.accepts(model)]

@@ -34,12 +34,12 @@ def _splits(ref: str) -> dict[str, Any]:
                          "install the package or add its folder to PYTHONPATH") from None
     except AttributeError:
         raise InputError(f"module {module_name!r} has no {attr!r} for data {ref!r}", "check the function name") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise InputError(f"importing {module_name!r} for data {ref!r} failed: {type(err).__name__}: {err}",
                          f"fix the module; `python -c 'import {module_name}'` shows the traceback") from None
     try:
         splits = function()
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise InputError(f"data function {ref!r} raised {type(err).__name__}: {str(err)[:300]}",
                          "fix the function") from None
     if not isinstance(splits, dict) or not splits:

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from edgemm.artifacts import atomic_path, sha256_file, write_json, write_manifest
 from edgemm.config import Strict
-from edgemm.errors import EdgemmError, ModelLoadError, ModelRunFailed, ValidationFailed
+from edgemm.errors import ConfigError, EdgemmError, ModelLoadError, ModelRunFailed, ValidationFailed
 from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
 from edgemm.export.validate import validate
@@ -32,7 +32,8 @@ VALIDATION_FILE = "validation.json"
 class OnnxSettings(Strict):
     """The ``onnx:`` section of an export profile."""
 
-    opset: int = Field(18, ge=13, description="ONNX opset for the dynamo exporter")
+    opset: int = Field(18, ge=18, description="ONNX opset for the dynamo exporter (torch.onnx writes 18 and later; "
+                                              "an opset it cannot write is refused, not silently replaced)")
     simplify: bool = Field(True, description="run onnxslim after export")
 
 
@@ -77,7 +78,7 @@ def to_onnx_proto(model: LoadedModel, opset: int, module: Any = None) -> Any:
     try:  # a forward that fails by itself is the model's problem, not the exporter's: say so plainly
         with torch.no_grad():
             module(*args)
-    except Exception as err:  # noqa: BLE001 - whatever the user's forward raises
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - whatever the user's forward raises (or exits with)
         raise ModelRunFailed(f"the forward of {model.source} raises on example inputs its contract allows "
                              f"({', '.join(f'{n} {list(a.shape)}' for n, a in zip(model.spec.input_names, args))}): "
                              f"{type(err).__name__}: {str(err)[:400]}",
@@ -94,7 +95,12 @@ def to_onnx_proto(model: LoadedModel, opset: int, module: Any = None) -> Any:
         raise EdgemmError(f"torch.onnx.export failed for {model.source}: {' / '.join(lines[-3:])[:600]}",
                           "make forward() traceable by torch.export (no data-dependent Python control flow); "
                           "see the spec's axis ranges if a dimension was specialised") from None
-    return program.model_proto
+    proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter falls back silently; the manifest must not claim the profile's opset
+        raise ConfigError(f"the profile asks for ONNX opset {opset}, but torch.onnx wrote opset {written}",
+                          f"set onnx.opset to {written} (or another opset this torch can write) in the profile")
+    return proto
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -121,7 +127,7 @@ def export_onnx(model: LoadedModel, out_dir: str | Path, profile: ExportProfile)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("manifest.json", ONNX_FILE, REJECTED_FILE):
+    for stale in ("manifest.json", ONNX_FILE, REJECTED_FILE, VALIDATION_FILE):
         (out_dir / stale).unlink(missing_ok=True)
     settings: OnnxSettings = profile.section("onnx")
     proto = to_onnx_proto(model, settings.opset)
