@@ -50,8 +50,13 @@ def export(model: str, *, target: str = "onnx", profile: str = DEFAULT_PROFILE, 
 
 def validate(candidate: str | Path, reference: str, *, profile: str = DEFAULT_PROFILE,
              weights: str | Path | None = None, data: str | None = None) -> ValidationReport:
-    ref = with_data(resolve_model(reference, weights), data)
-    return run_validation(ref, resolve_model(str(candidate)), load_profile(profile).validation)
+    ref, exported = with_data(resolve_model(reference, weights), data), resolve_model(str(candidate))
+    if exported.artifact_kind != "onnx" or ref.artifact_kind != "torch":
+        raise ConfigError(f"validate compares an exported .onnx file with the PyTorch model it came from; got "
+                          f"{exported.artifact_kind} {candidate} vs {ref.artifact_kind} {reference}",
+                          "edgemm validate DIR/model.onnx --reference RUN_DIR_OR_FACTORY; two runs of one kind "
+                          "compare side by side with `edgemm bench A B`")
+    return run_validation(ref, exported, load_profile(profile).validation)
 
 
 def bench(artifacts: Sequence[str], *, out_dir: str | Path | None = None, labels: Sequence[str] | None = None,
@@ -135,7 +140,7 @@ def predict(model: str, inputs: str | Path | dict[str, np.ndarray], *, weights: 
     check_batch_fits(loaded, [len(next(iter(feed.values())))])
     session = load_session(loaded, backend, threads)
     outputs = session.run(feed)
-    loaded.spec.check_outputs(outputs, loaded.spec.check_inputs(feed))
+    loaded.spec.check_outputs(outputs, loaded.spec.axis_sizes(feed))
     for name, values in outputs.items():
         require_finite(values, session, f"output {name!r} of these inputs")
     return outputs

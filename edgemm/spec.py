@@ -214,6 +214,15 @@ class ModelSpec(_Strict):
             _check_one(spec, np.asarray(_to_numpy(feed[spec.name])), seen, self.axes, owners)
         return seen
 
+    def axis_sizes(self, feed: Mapping[str, Any]) -> dict[str, int]:
+        """The size of each named axis in a feed, as its inputs' shapes give them (no range checks)."""
+        sizes: dict[str, int] = {}
+        for spec in self.inputs:
+            for want, got in zip(spec.shape, np.shape(feed[spec.name]) if spec.name in feed else ()):
+                if isinstance(want, str):
+                    sizes.setdefault(want, got)
+        return sizes
+
     def check_outputs(self, outputs: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
         """Raise :class:`ModelRunFailed` when a model's outputs are not what its contract declares
         (missing, another rank or size, integer logits): scores computed from them would be wrong."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,7 +56,8 @@ def material(tmp_path_factory, tiny_onnx) -> Path:
     np.savez(m / "tokens-out-of-vocab.npz", **{**feed, "tokens": feed["tokens"] + 1000})
     (m / "text.npz").write_text("pixels,tokens\n1,2\n")
     (m / "empty.onnx").write_bytes(b"")
-    (m / "random.onnx").write_bytes(os.urandom(4096))
+    shutil.copyfile(tiny_onnx, m / "tiny.onnx")
+    (m / "random.onnx").write_bytes(np.random.default_rng(1).bytes(4096))
     (m / "folder.onnx").mkdir()
     proto = onnx.load(str(tiny_onnx))
     onnx.helper.set_model_props(proto, {"edgemm.spec": "{not json"})
@@ -68,6 +70,10 @@ def material(tmp_path_factory, tiny_onnx) -> Path:
     onnx.helper.set_model_props(recorded, {"edgemm.spec": spec.model_copy(
         update={"dataset": f"{BAD}:planted_data"}).to_json()})
     onnx.save(recorded, str(m / "planted-data.onnx"))
+    numclasses = onnx.load(str(tiny_onnx))  # a stored contract that says 3 classes on a 5-class graph
+    onnx.helper.set_model_props(numclasses, {"edgemm.spec": spec.model_copy(
+        update={"task": spec.task.model_copy(update={"num_classes": 3})}).to_json()})
+    onnx.save(numclasses, str(m / "num-classes.onnx"))
     (m / "latin1.yaml").write_bytes("stages:\n  - stage: quantize  # d\xe9j\xe0 vu\n".encode("latin-1"))
     (m / "ratio.yaml").write_text("name: r\nstages:\n  - stage: prune\n    towers: {image: 1.5}\n")
     (m / "keep-float.yaml").write_text("name: k\nstages:\n  - stage: quantize\n    backend: ort\n"
@@ -87,7 +93,7 @@ def material(tmp_path_factory, tiny_onnx) -> Path:
     _run_dir(m / "run-bad-kwargs", "edgemm.models.demo:demo_fusion", {"colour": "blue"}, spec)
     (m / "weights-folder").mkdir()
     (m / "inputs-folder.npz").mkdir()
-    (m / "random.pt").write_bytes(os.urandom(512))
+    (m / "random.pt").write_bytes(np.random.default_rng(0).bytes(512))
     (m / "op99.yaml").write_text((ROOT / "export_profiles" / "x86-cpu.yaml").read_text().replace("opset: 18",
                                                                                                   "opset: 99"))
     (m / "freeze.yaml").write_text("name: f\nstages:\n  - stage: distill\n    freeze: [smell]\n")
@@ -189,6 +195,19 @@ CASES = [
                                                "--fail-on", "p50=10%,p50=20%", "-o", out(m)], 2, "not a valid bench"),
     Case("freeze names no tower", lambda m: ["compress", FACTORY, "--data", "tests.fixtures.user_models:data_splits",
                                              "--recipe", str(m / "freeze.yaml"), "-o", out(m)], 2, "freeze names"),
+    Case("stored contract with the wrong class count", lambda m: ["predict", str(m / "num-classes.onnx"), "--inputs",
+                                                                   str(m / "good.npz")], 2, "num_classes=3"),
+    Case("breakdown with no PyTorch model", lambda m: ["bench", str(m / "planted-data.onnx"), "--data",
+                                                       "tests.fixtures.user_models:data_splits", "--breakdown",
+                                                       "-o", out(m)], 2, "--breakdown times the towers"),
+    Case("rows with --inputs", lambda m: ["predict", FACTORY, "--inputs", str(m / "good.npz"), "--rows", "5:2"], 2,
+         "--split and --rows choose rows of --data"),
+    Case("list a kind and a schema", lambda m: ["list", "stages", "--schema", "recipe"], 2, "does not combine"),
+    Case("validate an ONNX against an ONNX", lambda m: ["validate", str(m / "tiny.onnx"), "--reference",
+                                                        str(m / "tiny.onnx")], 2,
+         "validate compares an exported .onnx file"),
+    Case("validate a PyTorch model as the candidate", lambda m: ["validate", "demo-fusion", "--reference",
+                                                                 "demo-fusion"], 2, "validate compares"),
     # 2. code named in loaded files
     Case("run dir naming os:system (info)", lambda m: ["info", str(m / "run-os-system")], 2, "'os:system'"),
     Case("run dir naming os:system (bench)", lambda m: ["bench", str(m / "run-os-system"), "-o", out(m)], 2,

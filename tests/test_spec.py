@@ -66,7 +66,7 @@ def test_spec_round_trips_through_json(spec):
     (lambda f: f.__setitem__("text", f["text"].astype(np.int32)), "dtype int32, expected int64"),
     (lambda f: f.__setitem__("image", f["image"][:, 0]), r"rank 3\), expected \[batch, 1, 32, 32\]"),
     (lambda f: f.__setitem__("image", np.zeros((2, 1, 28, 28), np.float32)), "size 28 on axis 2, expected 32"),
-    (lambda f: f.__setitem__("audio", f["audio"][:1]), "axis 'batch' is 2 in one input but 1"),
+    (lambda f: f.__setitem__("audio", f["audio"][:1]), "axis 'batch' is 2 in input 'image' but 1 in 'audio'"),
     (lambda f: f["audio"].__setitem__((0, 0, 0), np.nan), "NaN"),
     (lambda f: f["text"].__setitem__((0, 0), 10_000), "token ids outside"),
     (lambda f: f.__setitem__("audio", np.zeros((2, 40, 4), np.float32)), r"'time' = 4 is outside \[16, 400\]"),

@@ -11,6 +11,7 @@ import torch
 from edgemm.compress.stages.distill import DistillConfig, distill
 from edgemm.compress.stages.prune import PruneConfig, prune
 from edgemm.compress.graph import node_towers
+from edgemm.errors import ConfigError
 from edgemm.export.profiles import load_profile
 from edgemm.export.targets.onnx import export_onnx
 from edgemm.models.registry import resolve_model, save_model
@@ -118,7 +119,7 @@ def test_int8_per_tower_static_image_dynamic_text(own_folder, tmp_path):
     ops = {(towers[n.name], n.op_type) for n in graph.graph.node}
     assert ("text", "MatMulInteger") in ops and ("text", "DynamicQuantizeLinear") in ops
     assert ("pixel_values", "QuantizeLinear") in ops and ("pixel_values", "MatMulInteger") not in ops
-    with pytest.raises(Exception, match="tower_modes names \\[.txt.\\], which are neither"):
+    with pytest.raises(ConfigError, match="tower_modes names \\[.txt.\\]: not a tower of model"):  # before any stage
         bad = recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update={"tower_modes": {"txt": "dynamic"}})]})
         api.compress(OWN, bad, tmp_path / "bad", data=str(own_folder), batch_sizes=(1,), log=lambda _m: None)
 

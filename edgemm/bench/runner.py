@@ -199,6 +199,10 @@ def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes
         BACKENDS.get(name)  # an unknown or unusable backend fails before any model is loaded
     with torch_threads(threads):
         targets = load_targets(list(refs), backends, threads, labels, dataset)
+        if breakdown and not any(can_break_down(t.model) for t in targets):  # before minutes of timing
+            raise ConfigError("--breakdown times the towers of PyTorch models, and none of these is one",
+                              "add the PyTorch model (run directory or module:factory) beside the ONNX file, "
+                              "or drop --breakdown")
         prepare_feeds(targets, batch_sizes, splits[0] if splits else None)
         score(targets, splits, say)
         time_all(targets, batch_sizes, timing, say)

@@ -186,14 +186,19 @@ def report(reports: Annotated[list[Path], typer.Argument(help="run directories o
 def predict(model: ModelArg,
             inputs: Annotated[Optional[Path], typer.Option(help=".npz with one array per model input")] = None,
             data: DataOpt = None,
-            split: Annotated[str, typer.Option(help="with --data: the split to read")] = "test",
-            rows: Annotated[str, typer.Option(help="with --data: rows START:STOP of the split")] = "0:4",
+            split: Annotated[Optional[str], typer.Option(help="with --data: the split to read [default: test]")] = None,
+            rows: Annotated[Optional[str], typer.Option(help="with --data: rows START:STOP (or one row N) of the "
+                                                             "split [default: 0:4]")] = None,
             weights: WeightsOpt = None,
             backend: Annotated[Optional[Backend], typer.Option()] = None, threads: ThreadsOpt = None) -> None:
     """Run a model on inputs from an .npz file, or on rows of a dataset read as its contract says."""
     if (inputs is None) == (data is None):
         raise ConfigError("give --inputs FILE.npz or --data REF (with --split and --rows)", "one of the two")
-    feed = inputs if inputs is not None else api.data_rows(model, data, split, rows, weights=weights)
+    if inputs is not None and (split is not None or rows is not None):
+        raise ConfigError("--split and --rows choose rows of --data; with --inputs every row of the file is run",
+                          "drop --split/--rows, or use --data")
+    feed = inputs if inputs is not None else api.data_rows(model, data, split or "test", rows or "0:4",
+                                                           weights=weights)
     outputs = api.predict(model, feed, weights=weights, backend=backend.value if backend else None, threads=threads)
     for name, value in outputs.items():
         top = f", top-1 {value.argmax(axis=-1).tolist()}" if value.ndim == 2 else ""
@@ -222,6 +227,9 @@ def list_components(kind: Annotated[Optional[str], typer.Argument(
                     schema: Annotated[Optional[str], typer.Option(
                         help="print a JSON Schema instead: recipe, profile or report")] = None) -> None:
     """What is registered (stages, quantizers, export targets, backends, models, datasets) and usable here."""
+    if schema and kind:
+        raise ConfigError(f"--schema prints one JSON Schema; it does not combine with {kind!r}",
+                          f"run `edgemm list {kind}` and `edgemm list --schema {schema}` separately")
     if schema:
         out.print_json(json.dumps(api.schema(schema)))
         return

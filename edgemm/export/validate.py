@@ -78,8 +78,9 @@ def compare(spec: ModelSpec, reference: Session, candidate: Session, settings: V
     cand_out: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}
     for _, feed in feeds:
         r, c = reference.run(feed), candidate.run(feed)
-        sizes = spec.check_inputs(feed)
+        sizes = spec.axis_sizes(feed)
         spec.check_outputs(r, sizes)  # the reference must honour the contract before anything is compared to it
+        candidate.spec.check_outputs(c, sizes)  # and the candidate its own (a stored contract can lie)
         for name in spec.output_names:
             require_finite(r[name], reference, "the validation inputs")  # a NaN reference validates nothing
             if name not in c:

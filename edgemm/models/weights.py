@@ -30,22 +30,28 @@ def read_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0][:200]
+        first = _first_line(err)
         with open(path, "rb") as fh:
             magic = fh.read(4)
         if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # neither torch's zip nor a pickle
-            raise ModelLoadError(f"{path} is not a PyTorch checkpoint or safetensors file ({first})",
+            raise ModelLoadError(f"{path} is not a PyTorch checkpoint or safetensors file (it starts with "
+                                 f"{magic!r}, neither a zip archive nor a pickle)",
                                  "give a .safetensors file or a torch.save(state_dict) checkpoint") from None
         raise ModelLoadError(f"{path} holds pickled Python objects, which edgemm refuses to unpickle ({first})",
                              PICKLE_HINT) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ModelLoadError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0][:200]})",
+        raise ModelLoadError(f"{path} is not a readable checkpoint ({_first_line(err)})",
                              "the file is corrupt or not a PyTorch checkpoint") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLoadError(f"{path} is not a state dict (name -> tensor)", PICKLE_HINT)
     return state
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
 
 
 def load_weights(module: "torch.nn.Module", path: str | Path, state: dict[str, "torch.Tensor"] | None = None) -> None:

@@ -33,7 +33,8 @@ def task_outputs(session: "Session", data: "Split", batch_size: int | None = Non
     data = data.for_inputs(spec.input_names)
     if len(data) == 0:
         raise ConfigError(f"split {data.name!r} is empty", "evaluate on a split with samples")
-    size = batch_size or eval_batch_size(data)
+    batch_axis = spec.axes.get("batch")
+    size = min(batch_size or eval_batch_size(data), batch_axis.max if batch_axis else len(data))  # inside the contract
     outputs = np.concatenate([_checked_run(session, data.take(slice(start, start + size)).trimmed(spec).inputs)
                               [spec.task.output] for start in range(0, len(data), size)])
     return require_finite(outputs, session, f"split {data.name!r}")
@@ -42,7 +43,7 @@ def task_outputs(session: "Session", data: "Split", batch_size: int | None = Non
 def _checked_run(session: "Session", feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One batch, its outputs checked against the contract (a score from the wrong shape would mislead)."""
     outputs = session.run(feed)
-    session.spec.check_outputs(outputs, session.spec.check_inputs(feed))
+    session.spec.check_outputs(outputs, session.spec.axis_sizes(feed))
     return outputs
 
 
