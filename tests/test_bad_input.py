@@ -326,7 +326,12 @@ def test_usage_errors_read_like_every_other_error(args, says, tmp_path):
 
 def test_ctrl_c_during_export_leaves_nothing_complete(tmp_path):
     process = _edgemm("export", "demo-fusion", "-o", "out", cwd=tmp_path)
-    time.sleep(8)  # well inside the export: imports, tracing, validation take longer
+    lock = tmp_path / "out" / ".edgemm.lock"
+    for _ in range(600):  # the command holds its output folder: it is past start-up, inside the export
+        if lock.exists() and lock.read_text():
+            break
+        time.sleep(0.1)
+    time.sleep(2)
     process.send_signal(signal.SIGINT)
     text, _ = process.communicate(timeout=120)
     assert process.returncode == 130, text
