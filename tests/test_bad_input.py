@@ -74,6 +74,9 @@ def material(tmp_path_factory, tiny_onnx) -> Path:
     onnx.helper.set_model_props(numclasses, {"edgemm.spec": spec.model_copy(
         update={"task": spec.task.model_copy(update={"num_classes": 3})}).to_json()})
     onnx.save(numclasses, str(m / "num-classes.onnx"))
+    (m / "latin1-folder" / "images").mkdir(parents=True)
+    (m / "latin1-folder" / "metadata.csv").write_bytes("file_name,text,label,split\nimages/a.png,caf\xe9,0,test\n"
+                                                      .encode("latin-1"))
     (m / "latin1.yaml").write_bytes("stages:\n  - stage: quantize  # d\xe9j\xe0 vu\n".encode("latin-1"))
     (m / "ratio.yaml").write_text("name: r\nstages:\n  - stage: prune\n    towers: {image: 1.5}\n")
     (m / "keep-float.yaml").write_text("name: k\nstages:\n  - stage: quantize\n    backend: ort\n"
@@ -208,6 +211,8 @@ CASES = [
          "validate compares an exported .onnx file"),
     Case("validate a PyTorch model as the candidate", lambda m: ["validate", "demo-fusion", "--reference",
                                                                  "demo-fusion"], 2, "validate compares"),
+    Case("data folder whose metadata is not UTF-8", lambda m: ["export", FACTORY, "--data", str(m / "latin1-folder"),
+                                                               "-o", out(m)], 2, "metadata.csv is not UTF-8 text"),
     # 2. code named in loaded files
     Case("run dir naming os:system (info)", lambda m: ["info", str(m / "run-os-system")], 2, "'os:system'"),
     Case("run dir naming os:system (bench)", lambda m: ["bench", str(m / "run-os-system"), "-o", out(m)], 2,

@@ -61,8 +61,9 @@ def _builder(root: Path) -> tuple[str, dict[str, Any]]:
 def _tables(root: str, fingerprint: str) -> dict[str, Any]:
     """The folder's rows per split, media columns left undecoded (edgemm's readers decode them)."""
     builder, where = _builder(Path(root))
+    _check_text(Path(root))
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach the user as ours, once
     try:
         loaded = datasets.load_dataset(builder, **where)
     except Exception as err:  # datasets raises many kinds; its message names the file and the column
@@ -85,6 +86,16 @@ def _tables(root: str, fingerprint: str) -> dict[str, Any]:
         tables = {RENAMED.get(str(name), str(name)): table.select(np.flatnonzero(values == name))
                   for name in sorted(set(values))}
     return tables
+
+
+def _check_text(root: Path) -> None:
+    """The metadata tables are UTF-8 (datasets would say only "An error occurred while generating the dataset")."""
+    for table in (p for name in METADATA for p in root.rglob(name)):
+        try:
+            table.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{table} is not UTF-8 text ({err.reason} at byte {err.start})",
+                             "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
 
 
 def _read(ref: str) -> dict[str, Any]:
