@@ -27,7 +27,7 @@ from edgemm.export.validate import validate as run_validation
 from edgemm.models.registry import ZOO, resolve_model, with_data
 from edgemm.registry import Registry
 from edgemm.runtime import BACKENDS, load_session
-from edgemm.runtime.evaluate import require_finite
+from edgemm.runtime.evaluate import run_checked
 from edgemm.runtime.memory import check_batch_fits
 
 # What `edgemm list` shows, by the name a user types.
@@ -124,6 +124,8 @@ def data_rows(model: str, data: str, split: str = "test", rows: str = "0:4",
         window = slice(int(start or 0), (int(stop) if stop else None) if colon else int(start) + 1)  # "3": row 3
     except ValueError:
         raise ConfigError(f"--rows {rows!r} is not START:STOP", "e.g. --rows 0:4") from None
+    if (window.start or 0) < 0 or (window.stop or 0) < 0:
+        raise ConfigError(f"--rows {rows!r} counts from the end; rows here are 0, 1, 2, ...", "e.g. --rows 0:4")
     loaded = with_data(resolve_model(model, weights), data)
     part = load_split(loaded.spec.dataset, split, loaded.spec).for_inputs(loaded.spec.input_names).take(window)
     if not len(part):
@@ -138,12 +140,7 @@ def predict(model: str, inputs: str | Path | dict[str, np.ndarray], *, weights: 
     feed = inputs if isinstance(inputs, dict) else load_inputs(inputs)
     loaded.spec.check_inputs(feed)
     check_batch_fits(loaded, [len(next(iter(feed.values())))])
-    session = load_session(loaded, backend, threads)
-    outputs = session.run(feed)
-    loaded.spec.check_outputs(outputs, loaded.spec.axis_sizes(feed))
-    for name, values in outputs.items():
-        require_finite(values, session, f"output {name!r} of these inputs")
-    return outputs
+    return run_checked(load_session(loaded, backend, threads), feed, finite=True)
 
 
 def components(kind: str | None = None) -> dict[str, list[dict[str, Any]]]:

@@ -14,11 +14,12 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 from edgemm.environment import versions
-from edgemm.errors import ConfigError, EdgemmError
+from edgemm.errors import ConfigError, EdgemmError, EdgemmWarning
 
 try:
     import fcntl
@@ -70,6 +71,9 @@ def run_directory(path: str | Path, option: str = "--out") -> Iterator[Path]:
             owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise RunDirBusy(f"{path} is being written by another edgemm command ({owner})",
                              f"wait for it to finish, or give {option} another folder") from None
+        except OSError as err:  # NFS without lockd, some FUSE mounts: write unlocked rather than refuse
+            warnings.warn(f"cannot lock {path} ({err.strerror}); a second command writing there is not refused",
+                          EdgemmWarning, stacklevel=3)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:160]}".encode(), 0)
         _held[key] = fd
@@ -77,8 +81,9 @@ def run_directory(path: str | Path, option: str = "--out") -> Iterator[Path]:
             yield path
         except BaseException:
             if created and [p.name for p in key.iterdir()] == [LOCK]:  # refused before writing: leave no trace
-                (key / LOCK).unlink()
-                key.rmdir()
+                with contextlib.suppress(OSError):  # never hide the error that got us here
+                    (key / LOCK).unlink()
+                    key.rmdir()
             raise
         finally:
             del _held[key]

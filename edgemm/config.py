@@ -23,6 +23,11 @@ class Strict(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+def error_text(err: Exception) -> str:
+    """An exception's message; pydantic's validation errors as one line per offending key."""
+    return format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+
+
 def format_validation_error(err: ValidationError) -> str:
     """Name each offending key: 'validation.atol: Input should be a valid number'."""
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}{_given(e)}" for e in err.errors())

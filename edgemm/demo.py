@@ -72,13 +72,16 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 8, threads: int
              log: Callable[[str], None] = print, bench: bool = True) -> DemoResult:
     """``train`` overrides the training settings built from ``epochs`` (shorter runs in tests)."""
     with run_directory(out_dir) as folder:  # checked writable before minutes of training; one writer at a time
-        return _run_demo(folder, epochs, threads, batch_sizes, profile, train, timing, progress, log, bench)
+        accuracy, reused = _train_models(folder, train or TrainConfig(epochs=epochs), progress, log)
+        if not bench:
+            return DemoResult(folder, accuracy, None, reused)
+        report = _export_and_bench(folder, profile, batch_sizes, threads, timing, log)
+        return DemoResult(folder, accuracy, report, reused)
 
 
-def _run_demo(out_dir: Path, epochs: int, threads: int | None, batch_sizes: tuple[int, ...], profile: str,
-              train: TrainConfig | None, timing: TimingSettings | None, progress: Progress | None,
-              log: Callable[[str], None], bench: bool) -> DemoResult:
-    config = train or TrainConfig(epochs=epochs)
+def _train_models(out_dir: Path, config: TrainConfig, progress: Progress | None,
+                  log: Callable[[str], None]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The fused model and its single-modality baselines; returns accuracy per model and the reused ones."""
     accuracy, reused = {}, []
     for name in (FUSED, *BASELINES):
         log(f"train {name}")
@@ -87,12 +90,15 @@ def _run_demo(out_dir: Path, epochs: int, threads: int | None, batch_sizes: tupl
         if was_reused:
             log(f"  {name}: trained before with the same settings, reusing {target}")
             reused.append(name)
-    if not bench:
-        return DemoResult(out_dir, accuracy, None, reused)
+    return accuracy, reused
+
+
+def _export_and_bench(out_dir: Path, profile: str, batch_sizes: tuple[int, ...], threads: int | None,
+                      timing: TimingSettings | None, log: Callable[[str], None]) -> BenchReport:
     log("export demo-fusion to ONNX (dynamo, onnxslim) and validate against PyTorch")
     exported = EXPORT_TARGETS.get("onnx").export(resolve_model(out_dir), out_dir / "onnx", load_profile(profile))
     log("benchmark torch eager vs ONNX Runtime CPU")
     report = run_bench([str(out_dir), str(exported.path)], batch_sizes=batch_sizes, threads=threads,
                        splits=("test", "ood"), timing=timing, progress=lambda msg: log(f"  {msg}"))
     write_report(report, out_dir / "bench")
-    return DemoResult(out_dir, accuracy, report, reused)
+    return report

@@ -5,6 +5,11 @@ The CLI prints these without a traceback and exits with ``exit_code``.
 from __future__ import annotations
 
 
+# What user code (a factory, a forward, a data function) may raise: sys.exit() included, which must not
+# end an edgemm command silently with the user's exit code.
+USER_CODE_ERRORS = (Exception, SystemExit)
+
+
 class EdgemmError(Exception):
     """Base class: ``str(err)`` is the problem, ``err.hint`` the fix."""
 
@@ -76,6 +81,9 @@ class EdgemmWarning(UserWarning):
     """Something the user should know that does not stop the command (the CLI prints it as 'warning:')."""
 
 
+OUT_OF_MEMORY_FIX = "use a smaller --batch-size, fewer threads, or close other programs"
+
+
 def as_user_error(err: BaseException) -> EdgemmError:
     """Any exception as an error a user can act on: ours as they are; Ctrl-C, memory and file-system
     errors with what to do; anything else named as an edgemm bug (the last resort, not the fix)."""
@@ -85,7 +93,10 @@ def as_user_error(err: BaseException) -> EdgemmError:
         return Interrupted("interrupted (Ctrl-C); nothing it was writing was left looking complete",
                            "run the command again")
     if isinstance(err, MemoryError):
-        return EdgemmError("ran out of memory", "use a smaller --batch-size, fewer threads, or close other programs")
+        return EdgemmError("ran out of memory", OUT_OF_MEMORY_FIX)
+    if isinstance(err, SystemExit):  # edgemm never calls sys.exit inside a command: user code did
+        return EdgemmError(f"code edgemm ran (a factory, forward or data function) called sys.exit({err.code!r})",
+                           "raise an exception instead of exiting; edgemm reports it with its message")
     if isinstance(err, OSError) and err.filename:
         reason = err.strerror or type(err).__name__
         return EdgemmError(f"cannot use {err.filename}: {reason}",

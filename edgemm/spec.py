@@ -231,11 +231,11 @@ class ModelSpec(_Strict):
                 raise ModelRunFailed(f"model {self.name!r} returned no output {out.name!r} (it returned "
                                      f"{sorted(outputs)})", "return the outputs the contract declares, in its order")
             array = np.asarray(outputs[out.name])
-            want = tuple(sizes.get(d, d) if isinstance(d, str) else d for d in out.shape)
-            fits = array.ndim == len(want) and all(isinstance(w, str) or w == g for w, g in zip(want, array.shape))
+            want = tuple(_declared_size(d, axis, sizes) for axis, d in enumerate(out.shape))
+            fits = array.ndim == len(want) and all(w is None or w == g for w, g in zip(want, array.shape))
             if not fits:
                 raise ModelRunFailed(f"model {self.name!r} output {out.name!r} has shape {list(array.shape)}, but "
-                                     f"its contract declares {_shape_text(out.shape)} = {list(want)} for these inputs",
+                                     f"its contract declares {_shape_text(out.shape)} (with {dict(sizes)} here)",
                                      "fix the forward or the contract's outputs (`edgemm info MODEL`)")
             if out.name == self.task.output and self.task.kind == "classification":
                 classes = self.task.num_classes
@@ -254,6 +254,15 @@ class ModelSpec(_Strict):
     @classmethod
     def from_json(cls, text: str | bytes) -> "ModelSpec":
         return cls.model_validate(json.loads(text))
+
+
+def _declared_size(dim: int | str, axis: int, sizes: Mapping[str, int]) -> int | None:
+    """The size an output axis must have, None where it may vary: a named axis other than the batch can be
+    resized by the model (audio frames downsampled), and a fixed leading 1 is how many exporters write
+    a dynamic batch."""
+    if isinstance(dim, str):
+        return sizes.get(dim) if axis == 0 else None
+    return None if axis == 0 and dim == 1 else dim
 
 
 def _to_numpy(value: Any) -> Any:

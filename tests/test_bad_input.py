@@ -186,8 +186,15 @@ CASES = [
          "is a folder, not an .npz file"),
     Case("empty model reference", lambda m: ["info", ""], 2, "the model reference is empty"),
     Case("run dir with a garbage structure", lambda m: ["info", str(m / "run-garbage-structure")], 2, "is corrupt"),
-    Case("run dir with arguments its factory rejects", lambda m: ["info", str(m / "run-bad-kwargs")], 2,
+    Case("run dir with its own arguments for a zoo factory", lambda m: ["info", str(m / "run-bad-kwargs")], 2,
+         "does not run code named in a file"),
+    Case("trusted run dir with arguments its factory rejects", lambda m: ["--trust-code", "info",
+                                                                          str(m / "run-bad-kwargs")], 2,
          "with the arguments"),
+    Case("forward calls sys.exit(0) in bench", lambda m: ["bench", f"{BAD}:exiting_forward_zero", "--batch-size", "1",
+                                                          "-o", out(m)], 2, "SystemExit"),
+    Case("rows counted from the end", lambda m: ["predict", FACTORY, "--data", "tests.fixtures.user_models:data_splits",
+                                                 "--rows", "-1"], 2, "counts from the end"),
     Case("opset the exporter cannot write", lambda m: ["export", FACTORY, "--profile", str(m / "op99.yaml"),
                                                        "-o", out(m)], 2, "opset 99"),
     Case("labels outside the classes", lambda m: ["bench", FACTORY, "--data", f"{BAD}:labels_out_of_range",
@@ -368,3 +375,34 @@ def test_an_edgemm_bug_is_reported_as_internal_with_the_way_to_the_traceback(mon
     assert "error: internal error: KeyError: 'planted bug'" in result.output and "edgemm --debug" in result.output
     debug = CliRunner().invoke(app, ["--debug", "list"])
     assert isinstance(debug.exception, KeyError)  # --debug lets the traceback through
+
+
+
+def test_what_foreign_exporters_write_is_not_refused(tmp_path):
+    """No false alarms: an ONNX file with a fixed [1, 2] output on a dynamic batch (as many exporters write it),
+    its batch axis named "N", runs at batch 4; its per-sample memory is counted at one row, not 256."""
+    from edgemm import api
+    from edgemm.runtime.memory import check_batch_fits, input_bytes_per_item
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("Relu", ["x"], ["r"]), h.make_node("Slice", ["r", "s", "e", "a"], ["y"])],
+                         "foreign", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
+                         [onnx.numpy_helper.from_array(np.array(v, np.int64), n)
+                          for n, v in (("s", [0]), ("e", [2]), ("a", [1]))])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(tmp_path / "f.onnx"))
+    outputs = api.predict(str(tmp_path / "f.onnx"), {"x": np.ones((4, 4), np.float32)})
+    assert outputs["y"].shape == (4, 2)
+    model = resolve_model(str(tmp_path / "f.onnx"))
+    assert input_bytes_per_item(model.spec) == 4 * 4  # one row of 4 float32 values
+    check_batch_fits(model, [32], available=2**30)  # 32 rows fit in 1 GiB
+
+
+def test_labels_written_as_whole_floats_are_class_indices(tmp_path):
+    from edgemm.data.datasets import Split
+    from edgemm.runtime import load_session
+    from edgemm.runtime.evaluate import accuracy
+    model = resolve_model(FACTORY)
+    feed = model.spec.example_inputs({"batch": 6, "seq": 4})
+    predicted = load_session(model).run(feed)["scores"].argmax(1)
+    as_floats = Split("test", feed, predicted.astype(np.float64))
+    assert accuracy(load_session(model), as_floats) == 1.0

@@ -9,6 +9,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from edgemm.errors import USER_CODE_ERRORS
 from edgemm.lazy import lazy_import
 from edgemm.runtime.convert import to_tensors
 from edgemm.runtime.threads import torch_threads
@@ -62,7 +63,7 @@ def torch_flops(module: Any, spec: ModelSpec) -> int | None:
     try:
         with counter, torch.inference_mode():
             module(*inputs)
-    except (Exception, SystemExit):  # a figure, not a check: a forward that fails is reported when the model runs
+    except USER_CODE_ERRORS:  # a figure, not a check: a forward that fails is reported when the model runs
         return None
     return int(counter.get_total_flops()) or None
 

@@ -73,7 +73,7 @@ def handles_errors(fn: F) -> F:
         quiet_libraries()
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
+        except (typer.Exit, typer.Abort):
             raise
         except BaseException as raised:  # noqa: BLE001 - the boundary: nothing escapes as a traceback
             err = as_user_error(raised)

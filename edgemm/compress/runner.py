@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import time
-from typing import Any, get_args
+from typing import Any, Callable, get_args
 from pathlib import Path
 
 from edgemm import __version__
@@ -27,9 +27,13 @@ from edgemm.spec import Modality, ModelSpec
 IN_PROGRESS = "in_progress.json"  # a started stage's key; with no manifest beside it the stage is unfinished
 
 
-# Recipe keys that name towers, and what else each accepts besides the contract's tower names.
-TOWER_KEYS = {"towers": "a module path", "freeze": "a module path", "tower_lr": "a module path",
-              "tower_modes": "a modality or 'fusion'", "keep_float": "'fusion'"}
+# Recipe keys that name towers, and what each accepts besides the contract's towers: (description, names).
+_MODULE_PATHS = ("a module path", lambda module: {n for n, _ in module.named_modules() if n} if module else set())
+TOWER_KEYS: dict[str, tuple[str, Callable[[Any], set[str]]]] = {
+    "towers": _MODULE_PATHS, "freeze": _MODULE_PATHS, "tower_lr": _MODULE_PATHS,
+    "tower_modes": ("a modality or 'fusion'", lambda _m: set(get_args(Modality)) | {"fusion"}),  # any modality:
+    "keep_float": ("'fusion'", lambda _m: {"fusion"}),  # a built-in recipe serves models without that tower
+}
 
 
 def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...], spec: ModelSpec | None = None,
@@ -51,15 +55,9 @@ def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...], spec
 
 
 def _check_tower_keys(index: int, config: StageConfig, spec: ModelSpec, module: Any) -> None:
-    paths = {name for name, _ in module.named_modules() if name} if module is not None else set()
-    for key, also in TOWER_KEYS.items():
-        named = getattr(config, key, None) or []
-        valid = set(spec.towers) | {"fusion"}
-        if also == "a module path":
-            valid = set(spec.towers) | paths
-        elif also.startswith("a modality"):  # any modality: a built-in recipe serves models without that tower
-            valid |= set(get_args(Modality))
-        unknown = sorted(set(named) - valid)
+    for key, (also, extra_names) in TOWER_KEYS.items():
+        named = set(getattr(config, key, None) or [])
+        unknown = sorted(named - set(spec.towers) - (extra_names(module) if named else set()))
         if unknown:
             raise ConfigError(f"stages.{index} ({config.stage}) {key} names {unknown}: not a tower of model "
                               f"{spec.name!r} (nor {also})",

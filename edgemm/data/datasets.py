@@ -37,6 +37,9 @@ class Split:
     labels: np.ndarray
 
     def __post_init__(self) -> None:
+        if np.ndim(self.labels) == 0 or any(np.ndim(a) == 0 for a in self.inputs.values()):
+            raise InputError(f"split {self.name!r} has a scalar where rows are expected (labels "
+                             f"{type(self.labels).__name__})", "give one array per input and one label per row")
         sizes = {name: len(array) for name, array in self.inputs.items()}
         if any(size != len(self.labels) for size in sizes.values()):
             raise InputError(f"split {self.name!r} has {len(self.labels)} labels but inputs of {sizes} rows",

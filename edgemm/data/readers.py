@@ -135,7 +135,8 @@ def load_tokenizer(folder: str) -> Any:
         raise InputError(f"tokenizer folder {folder} does not exist",
                          "point TokenizerFrom(tokenizer=...) at a folder saved with tokenizer.save_pretrained()")
     try:
-        return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        # trust_remote_code=False: a folder named in a downloaded contract must not run (or prompt to run) code
+        return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except Exception as err:
         raise InputError(f"cannot load a tokenizer from {folder} ({str(err)[:200]})",
                          "save one there with tokenizer.save_pretrained()") from None

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 
 from edgemm.artifacts import sha256_file, write_json
-from edgemm.config import format_validation_error
+from edgemm.config import error_text
 from edgemm.data.datasets import choose_data
-from edgemm.errors import ModelLoadError
+from edgemm.errors import USER_CODE_ERRORS, ModelLoadError
 from edgemm.lazy import import_user_module, lazy_import
 from edgemm.models.structure import record_structure, replay_structure
 from edgemm.models.weights import load_weights, read_state_dict, save_weights
@@ -106,7 +105,7 @@ def call_factory(ref: str, kwargs: dict[str, Any] | None = None, source: str | N
     except ModuleNotFoundError as err:
         raise ModelLoadError(f"cannot import {module_name!r} for {ref!r} ({err})",
                              "install the package or add its folder to PYTHONPATH") from None
-    except (Exception, SystemExit) as err:  # the user's module itself fails (or exits): its error is what helps
+    except USER_CODE_ERRORS as err:  # the user's module itself fails (or exits): its error is what helps
         raise ModelLoadError(f"importing {module_name!r} for {ref!r} failed: {_describe(err)}",
                              f"fix the module; `python -c 'import {module_name}'` shows the traceback") from None
     factory = getattr(imported, attr, None)
@@ -114,7 +113,7 @@ def call_factory(ref: str, kwargs: dict[str, Any] | None = None, source: str | N
         raise ModelLoadError(f"module {module_name!r} has no callable {attr!r}", "check the factory name")
     try:
         result = factory(**(kwargs or {}))
-    except (Exception, SystemExit) as err:
+    except USER_CODE_ERRORS as err:
         called = f"{module_name}.{attr}(**{kwargs!r})" if kwargs else f"{module_name}.{attr}()"
         where = f" with the arguments {source} records ({kwargs!r})" if source and kwargs else ""
         raise ModelLoadError(f"factory {ref!r} raised {_describe(err)}{where}",
@@ -134,7 +133,7 @@ def call_factory(ref: str, kwargs: dict[str, Any] | None = None, source: str | N
 
 
 def _describe(err: Exception) -> str:
-    detail = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+    detail = error_text(err)
     return f"{type(err).__name__}: {detail[:400]}"
 
 
@@ -200,9 +199,11 @@ def _load_run_dir(path: Path) -> LoadedModel:
             raise TypeError("'structure' must map layer names to their recorded shape attributes")
         spec = ModelSpec.model_validate(meta["spec"]) if "spec" in meta else None
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        detail = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+        detail = error_text(err)
         raise ModelLoadError(f"{where} is corrupt ({detail[:200]})", "re-create the run") from None
-    if factory not in {entry.factory for entry in ZOO}:  # edgemm's and installed packages' factories load freely
+    # A zoo entry (edgemm's, or an installed package's) loads freely with its own arguments; arguments from a
+    # file are code too (a path a factory loads, a flag it forwards), so anything else needs trust.
+    if not any(entry.factory == factory and json.loads(json.dumps(entry.kwargs)) == kwargs for entry in ZOO):
         require_trusted(factory, str(where))  # before importing: importing a module runs it too
     module, factory_spec = call_factory(factory, kwargs, str(where))
     state = read_state_dict(model_dir / WEIGHTS)
@@ -248,7 +249,7 @@ def _load_onnx(path: Path) -> LoadedModel:
     try:
         spec = ModelSpec.from_json(meta[SPEC_METADATA_KEY])
     except (ValueError, TypeError) as err:  # JSONDecodeError, pydantic's ValidationError
-        detail = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+        detail = error_text(err)
         raise ModelLoadError(f"the model contract stored in {path} ({SPEC_METADATA_KEY!r} metadata) is corrupt: "
                              f"{detail[:300]}", "re-export the model with `edgemm export`") from None
     _check_contract_matches_graph(spec, proto, path)

@@ -35,15 +35,18 @@ def task_outputs(session: "Session", data: "Split", batch_size: int | None = Non
         raise ConfigError(f"split {data.name!r} is empty", "evaluate on a split with samples")
     batch_axis = spec.axes.get("batch")
     size = min(batch_size or eval_batch_size(data), batch_axis.max if batch_axis else len(data))  # inside the contract
-    outputs = np.concatenate([_checked_run(session, data.take(slice(start, start + size)).trimmed(spec).inputs)
+    outputs = np.concatenate([run_checked(session, data.take(slice(start, start + size)).trimmed(spec).inputs)
                               [spec.task.output] for start in range(0, len(data), size)])
     return require_finite(outputs, session, f"split {data.name!r}")
 
 
-def _checked_run(session: "Session", feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One batch, its outputs checked against the contract (a score from the wrong shape would mislead)."""
+def run_checked(session: "Session", feed: dict[str, np.ndarray], finite: bool = False) -> dict[str, np.ndarray]:
+    """One batch whose outputs are checked against the contract (a score from the wrong shape would mislead),
+    and with ``finite`` for NaN/inf too."""
     outputs = session.run(feed)
     session.spec.check_outputs(outputs, session.spec.axis_sizes(feed))
+    for name, values in outputs.items() if finite else ():
+        require_finite(values, session, f"output {name!r} of these inputs")
     return outputs
 
 
@@ -70,6 +73,8 @@ def accuracy_of(scores: np.ndarray, data: "Split", model: str) -> float:
     """Top-1 accuracy of task outputs on a split's labels, which must be class indices the model scores
     (labels of 99 for 3 classes would score 0 % and look like a bad model, not bad data)."""
     labels = np.asarray(data.labels)
+    if labels.dtype.kind in "bf" and np.array_equal(labels, np.round(labels)):  # 0./1./2. or True/False: indices
+        labels = labels.astype(np.int64)
     classes = scores.shape[-1]
     if labels.dtype.kind not in "iu" or labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
         found = sorted(set(labels.tolist()))

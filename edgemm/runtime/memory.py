@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgemm.errors import InputError
+from edgemm.errors import USER_CODE_ERRORS, InputError
 from edgemm.lazy import lazy_import
 from edgemm.spec import ModelSpec
 
@@ -36,9 +36,16 @@ HEADROOM = 0.8  # of the memory available now: the runtime's own arenas and the 
 MARGIN = 1.3
 
 
+def one_item(spec: ModelSpec, which: str) -> dict[str, int]:
+    """Axis sizes for one sample: each input's leading named axis is its batch, whatever its name
+    (an ONNX file edgemm did not write names it "N" or "batch_size")."""
+    leading = {i.shape[0] for i in spec.inputs if i.shape and isinstance(i.shape[0], str)}
+    return spec.sizes(which, **{axis: 1 for axis in leading | {"batch"}})
+
+
 def input_bytes_per_item(spec: ModelSpec) -> int:
     """One sample of every input at the contract's largest sizes."""
-    sizes = spec.sizes("max", batch=1)
+    sizes = one_item(spec, "max")
     return sum(int(np.prod(i.concrete_shape(sizes))) * np.dtype(i.dtype).itemsize for i in spec.inputs)
 
 
@@ -48,7 +55,7 @@ def activation_bytes_per_item(model: "LoadedModel") -> int | None:
         if model.onnx_path is not None:
             return _onnx_peak(str(model.onnx_path), model.spec)
         return _torch_peak(model.module, model.spec)
-    except (Exception, SystemExit):  # an estimate: a model it cannot run here is checked when it runs
+    except USER_CODE_ERRORS:  # an estimate: a model it cannot run here is checked when it runs
         return None
 
 
@@ -82,7 +89,7 @@ def check_batch_fits(model: "LoadedModel", batch_sizes: Sequence[int], available
 
 def _onnx_peak(path: str, spec: ModelSpec) -> int | None:
     proto = onnx.load(path, load_external_data=False)
-    sizes = spec.sizes("opt", batch=1)
+    sizes = one_item(spec, "opt")
     for value in proto.graph.input:
         if value.name in spec.input_names:
             for dim, want in zip(value.type.tensor_type.shape.dim, spec.input(value.name).concrete_shape(sizes)):
@@ -151,7 +158,7 @@ def _torch_peak(module: Any, spec: ModelSpec) -> int:
                 del self.refs[address]
                 self.live -= size
 
-    feed = to_tensors(spec, spec.example_inputs(spec.sizes("opt", batch=1)))
+    feed = to_tensors(spec, spec.example_inputs(one_item(spec, "opt")))
     counter = LiveBytes()
     with torch.no_grad(), counter:
         module(*feed)

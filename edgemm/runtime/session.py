@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgemm.config import Strict, validate_as
-from edgemm.errors import ConfigError, EdgemmError, ModelRunFailed
+from edgemm.errors import OUT_OF_MEMORY_FIX, USER_CODE_ERRORS, ConfigError, EdgemmError, ModelRunFailed
 from edgemm.registry import Component, Registry
 
 if TYPE_CHECKING:
@@ -66,9 +66,12 @@ def _reports_failures(run: Callable[[Session, dict[str, np.ndarray]], dict[str, 
     def guarded(self: Session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             return run(self, feed)
-        except (Exception, SystemExit) as err:  # noqa: BLE001 - a model's or runtime's own exceptions (sys.exit too)
+        except USER_CODE_ERRORS as err:  # noqa: BLE001 - a model's or runtime's own exceptions (sys.exit too)
             if isinstance(err, EdgemmError):
                 raise
+            if isinstance(err, MemoryError) or "allocat" in str(err).lower():  # the batch, not the model
+                raise EdgemmError(f"{self.backend} ran out of memory running model {self.spec.name!r} "
+                                  f"({str(err).strip()[:200]})", OUT_OF_MEMORY_FIX) from None
             shapes = ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in feed.items())
             raise ModelRunFailed(f"{self.backend} failed to run model {self.spec.name!r} on inputs that match its "
                                  f"contract ({shapes}): {type(err).__name__}: {str(err).strip()[:400]}",

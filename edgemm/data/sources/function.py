@@ -16,7 +16,7 @@ import numpy as np
 
 from edgemm.data.datasets import DATASETS, DataSource, Split
 from edgemm.data.readers import build_inputs, read_labels
-from edgemm.errors import InputError
+from edgemm.errors import USER_CODE_ERRORS, InputError
 from edgemm.lazy import import_user_module
 
 REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -34,12 +34,12 @@ def _splits(ref: str) -> dict[str, Any]:
                          "install the package or add its folder to PYTHONPATH") from None
     except AttributeError:
         raise InputError(f"module {module_name!r} has no {attr!r} for data {ref!r}", "check the function name") from None
-    except (Exception, SystemExit) as err:
+    except USER_CODE_ERRORS as err:
         raise InputError(f"importing {module_name!r} for data {ref!r} failed: {type(err).__name__}: {err}",
                          f"fix the module; `python -c 'import {module_name}'` shows the traceback") from None
     try:
         splits = function()
-    except (Exception, SystemExit) as err:
+    except USER_CODE_ERRORS as err:
         raise InputError(f"data function {ref!r} raised {type(err).__name__}: {str(err)[:300]}",
                          "fix the function") from None
     if not isinstance(splits, dict) or not splits:

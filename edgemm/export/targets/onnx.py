@@ -12,7 +12,7 @@ from pydantic import Field
 
 from edgemm.artifacts import atomic_path, sha256_file, write_json, write_manifest
 from edgemm.config import Strict
-from edgemm.errors import ConfigError, EdgemmError, ModelLoadError, ModelRunFailed, ValidationFailed
+from edgemm.errors import USER_CODE_ERRORS, ConfigError, EdgemmError, ModelLoadError, ModelRunFailed, ValidationFailed
 from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
 from edgemm.export.validate import validate
@@ -32,8 +32,8 @@ VALIDATION_FILE = "validation.json"
 class OnnxSettings(Strict):
     """The ``onnx:`` section of an export profile."""
 
-    opset: int = Field(18, ge=18, description="ONNX opset for the dynamo exporter (torch.onnx writes 18 and later; "
-                                              "an opset it cannot write is refused, not silently replaced)")
+    opset: int = Field(18, ge=13, description="ONNX opset for the dynamo exporter; an opset it cannot write (it "
+                                              "writes 18 and later for most models) is refused, not replaced")
     simplify: bool = Field(True, description="run onnxslim after export")
 
 
@@ -78,7 +78,7 @@ def to_onnx_proto(model: LoadedModel, opset: int, module: Any = None) -> Any:
     try:  # a forward that fails by itself is the model's problem, not the exporter's: say so plainly
         with torch.no_grad():
             module(*args)
-    except (Exception, SystemExit) as err:  # noqa: BLE001 - whatever the user's forward raises (or exits with)
+    except USER_CODE_ERRORS as err:  # noqa: BLE001 - whatever the user's forward raises (or exits with)
         raise ModelRunFailed(f"the forward of {model.source} raises on example inputs its contract allows "
                              f"({', '.join(f'{n} {list(a.shape)}' for n, a in zip(model.spec.input_names, args))}): "
                              f"{type(err).__name__}: {str(err)[:400]}",
