@@ -186,10 +186,12 @@ CASES = [
          "is a folder, not an .npz file"),
     Case("empty model reference", lambda m: ["info", ""], 2, "the model reference is empty"),
     Case("run dir with a garbage structure", lambda m: ["info", str(m / "run-garbage-structure")], 2, "is corrupt"),
-    Case("run dir with its own arguments for a zoo factory", lambda m: ["info", str(m / "run-bad-kwargs")], 2,
+    Case("run dir with its own arguments for a zoo factory", lambda m: ["predict", str(m / "run-bad-kwargs"),
+                                                                        "--inputs", str(m / "good.npz")], 2,
          "does not run code named in a file"),
-    Case("trusted run dir with arguments its factory rejects", lambda m: ["--trust-code", "info",
-                                                                          str(m / "run-bad-kwargs")], 2,
+    Case("trusted run dir with arguments its factory rejects", lambda m: ["--trust-code", "predict",
+                                                                          str(m / "run-bad-kwargs"), "--inputs",
+                                                                          str(m / "good.npz")], 2,
          "with the arguments"),
     Case("forward calls sys.exit(0) in bench", lambda m: ["bench", f"{BAD}:exiting_forward_zero", "--batch-size", "1",
                                                           "-o", out(m)], 2, "SystemExit"),
@@ -221,7 +223,8 @@ CASES = [
     Case("data folder whose metadata is not UTF-8", lambda m: ["export", FACTORY, "--data", str(m / "latin1-folder"),
                                                                "-o", out(m)], 2, "metadata.csv is not UTF-8 text"),
     # 2. code named in loaded files
-    Case("run dir naming os:system (info)", lambda m: ["info", str(m / "run-os-system")], 2, "'os:system'"),
+    Case("run dir naming os:system (export)", lambda m: ["export", str(m / "run-os-system"), "-o", out(m)], 2,
+         "'os:system'"),
     Case("run dir naming os:system (bench)", lambda m: ["bench", str(m / "run-os-system"), "-o", out(m)], 2,
          "--trust-code"),
     Case("run dir naming an edgemm function", lambda m: ["export", str(m / "run-edgemm-function"), "-o", out(m)],
@@ -310,11 +313,19 @@ def test_trust_code_lets_a_named_factory_run(material, monkeypatch):
     """The refusal is a policy, not a crash: --trust-code runs the factory a run directory names."""
     sentinel = material / "TRUSTED"
     monkeypatch.setenv(SENTINEL, str(sentinel))
-    result = CliRunner().invoke(app, ["--trust-code", "info", str(material / "run-planted")])
+    feed = ["--inputs", str(material / "good.npz")]
+    result = CliRunner().invoke(app, ["--trust-code", "predict", str(material / "run-planted"), *feed])
     assert result.exit_code == 0, result.output
     assert sentinel.read_text() == "planted_factory ran"
     CliRunner().invoke(app, ["info", "demo-fusion"])  # the flag lasts one command
-    assert CliRunner().invoke(app, ["info", str(material / "run-planted")]).exit_code == 2
+    assert CliRunner().invoke(app, ["predict", str(material / "run-planted"), *feed]).exit_code == 2
+
+
+def test_info_reads_a_run_directorys_contract_without_running_it(material, monkeypatch):
+    monkeypatch.setenv(SENTINEL, str(material / "INFO"))
+    result = CliRunner().invoke(app, ["info", str(material / "run-os-system")])
+    assert result.exit_code == 0 and "tiny-image-text" in result.output and "pixels" in result.output
+    assert not (material / "PWNED").exists()
 
 
 # -- in a real process: usage errors, Ctrl-C, two writers -----------------------------------------

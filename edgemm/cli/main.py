@@ -23,7 +23,7 @@ from edgemm.errors import ConfigError, ValidationFailed
 from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles
 from edgemm.export.target import EXPORT_TARGETS
 from edgemm.lazy import lazy_import
-from edgemm.models.registry import ZOO, resolve_model
+from edgemm.models.registry import ZOO, read_contract
 from edgemm.runtime import BACKENDS
 from edgemm.trust import trust_everything
 
@@ -209,7 +209,7 @@ def predict(model: ModelArg,
 @handles_errors
 def info(model: ModelArg) -> None:
     """Show a model's contract: inputs per modality, dynamic axes, outputs, task."""
-    out.print(tables.spec_table(resolve_model(model).spec))
+    out.print(tables.spec_table(read_contract(model)))  # a run directory's contract is read, nothing runs
 
 
 @app.command()

@@ -185,9 +185,29 @@ def _model_dir(path: Path) -> Path:
                          "point at a directory written by `edgemm demo` / `edgemm compress`, or its model/ folder")
 
 
-def _load_run_dir(path: Path) -> LoadedModel:
-    """Rebuild with the recorded factory, replay recorded layer shapes (pruning), load tensors."""
-    model_dir = _model_dir(path)
+@dataclass
+class RunRecord:
+    """What a run directory's ``model.json`` records, checked for types (nothing in it has run yet)."""
+
+    where: Path
+    factory: str
+    kwargs: dict[str, Any]
+    structure: dict[str, dict[str, Any]]
+    spec: ModelSpec | None
+
+
+def read_contract(ref: str | Path) -> ModelSpec:
+    """A model's contract without running any code: a run directory's is read from its model.json
+    (``edgemm info`` on a downloaded run needs no trust); other references are resolved."""
+    path = Path(str(ref))
+    if str(ref).strip() and path.is_dir() and not str(ref).endswith(".onnx"):
+        record = _read_record(_model_dir(path))
+        if record.spec is not None:
+            return record.spec
+    return resolve_model(ref).spec
+
+
+def _read_record(model_dir: Path) -> RunRecord:
     where = model_dir / MODEL_JSON
     try:
         meta = json.loads(where.read_bytes().decode())
@@ -199,18 +219,25 @@ def _load_run_dir(path: Path) -> LoadedModel:
             raise TypeError("'structure' must map layer names to their recorded shape attributes")
         spec = ModelSpec.model_validate(meta["spec"]) if "spec" in meta else None
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        detail = error_text(err)
-        raise ModelLoadError(f"{where} is corrupt ({detail[:200]})", "re-create the run") from None
+        raise ModelLoadError(f"{where} is corrupt ({error_text(err)[:200]})", "re-create the run") from None
+    return RunRecord(where, factory, kwargs, structure, spec)
+
+
+def _load_run_dir(path: Path) -> LoadedModel:
+    """Rebuild with the recorded factory, replay recorded layer shapes (pruning), load tensors."""
+    model_dir = _model_dir(path)
+    record = _read_record(model_dir)
+    factory, kwargs, where = record.factory, record.kwargs, record.where
     # A zoo entry (edgemm's, or an installed package's) loads freely with its own arguments; arguments from a
     # file are code too (a path a factory loads, a flag it forwards), so anything else needs trust.
     if not any(entry.factory == factory and json.loads(json.dumps(entry.kwargs)) == kwargs for entry in ZOO):
         require_trusted(factory, str(where))  # before importing: importing a module runs it too
     module, factory_spec = call_factory(factory, kwargs, str(where))
     state = read_state_dict(model_dir / WEIGHTS)
-    if structure:
-        replay_structure(module, structure, state)
+    if record.structure:
+        replay_structure(module, record.structure, state)
     load_weights(module, model_dir / WEIGHTS, state)
-    return LoadedModel(spec or factory_spec, str(path), "run", module.eval(), factory, kwargs,
+    return LoadedModel(record.spec or factory_spec, str(path), "run", module.eval(), factory, kwargs,
                        weights=model_dir / WEIGHTS)
 
 
