@@ -212,6 +212,8 @@ CASES = [
     Case("breakdown with no PyTorch model", lambda m: ["bench", str(m / "planted-data.onnx"), "--data",
                                                        "tests.fixtures.user_models:data_splits", "--breakdown",
                                                        "-o", out(m)], 2, "--breakdown times the towers"),
+    Case("profile with no ONNX file", lambda m: ["bench", FACTORY, "--profile", "-o", out(m)], 2,
+         "--profile runs ONNX Runtime's profiler"),
     Case("rows with --inputs", lambda m: ["predict", FACTORY, "--inputs", str(m / "good.npz"), "--rows", "5:2"], 2,
          "--split and --rows choose rows of --data"),
     Case("list a kind and a schema", lambda m: ["list", "stages", "--schema", "recipe"], 2, "does not combine"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgemm import api
 from edgemm.bench.guards import warnings_for
 from edgemm.bench.latency import Latency, TimingSettings, measure
 from edgemm.bench.regression import compare, gate, pair_results, parse_fail_on
@@ -300,3 +301,34 @@ def test_cuda_backend_is_refused_without_a_gpu():
         pytest.skip("a GPU is present")
     with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
         BACKENDS.get("torch-cuda")
+
+
+def test_onnx_profile_adds_up_by_tower_and_counts_standalone_qdq(tiny_onnx, trained_int8):
+    """bench --profile: kernel time per tower of the contract sums to the total; an fp32 graph has no Q/DQ
+    nodes left, a static int8 graph has some (the int8<->float borders ORT could not fuse)."""
+    fp32, _ = api.bench([str(tiny_onnx)], batch_sizes=(1,), threads=1, timing=FAST, profile=True)
+    profile = fp32.results[0].profile
+    assert set(profile.by_tower) <= {"pixels", "tokens", "fusion"} and "pixels" in profile.by_tower
+    assert sum(profile.by_tower.values()) == pytest.approx(profile.kernel_ms, abs=1e-3)  # each rounded to 0.1 µs
+    assert sum(profile.by_op.values()) == pytest.approx(profile.kernel_ms, abs=1e-3)
+    assert profile.standalone_qdq_nodes == 0 and profile.nodes > 0
+    int8, _ = api.bench([str(trained_int8)], batch_sizes=(1,), threads=1, timing=FAST, profile=True)
+    assert int8.results[0].profile.standalone_qdq_nodes > 0
+    assert "Where the time goes in the graph" in to_markdown(int8)
+
+
+def test_profile_aggregation_attributes_kernel_time_to_towers():
+    """Synthetic profiler events on a two-tower graph: each kernel's time lands in its node's tower."""
+    from onnx import TensorProto, helper
+    from edgemm.bench.profile import aggregate
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["a"], ["ra"], name="relu_a"), helper.make_node("Relu", ["b"], ["rb"], name="relu_b"),
+         helper.make_node("Add", ["ra", "rb"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    events = [{"cat": "Node", "name": f"{node}_kernel_time", "dur": dur, "args": {"op_name": op}}
+              for node, op, dur in (("relu_a", "Relu", 3000), ("relu_b", "Relu", 1000), ("add", "Add", 2000))]
+    events.append({"cat": "Node", "name": "relu_a_fence_before", "dur": 999})  # not a kernel
+    profile = aggregate(events, helper.make_model(graph), {"a": "image", "b": "text"}, runs=2, batch_size=1)
+    assert profile.by_tower == {"image": 1.5, "fusion": 1.0, "text": 0.5}
+    assert profile.by_op == {"Relu": 2.0, "Add": 1.0} and profile.kernel_ms == 3.0

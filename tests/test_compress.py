@@ -15,7 +15,7 @@ import torch
 from edgemm.bench.latency import TimingSettings
 from edgemm.compress.calibration import check_calibration
 from edgemm.compress.fallback import quantize_with_fallback
-from edgemm.compress.graph import FUSION, node_towers
+from edgemm.models.graph_towers import FUSION, node_towers
 from edgemm.compress.pipeline import compress
 from edgemm.compress.quantizer import QUANTIZERS
 from edgemm.compress.recipe import load_recipe, recipe_model

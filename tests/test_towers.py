@@ -10,7 +10,7 @@ import torch
 
 from edgemm.compress.stages.distill import DistillConfig, distill
 from edgemm.compress.stages.prune import PruneConfig, prune
-from edgemm.compress.graph import node_towers
+from edgemm.models.graph_towers import node_towers
 from edgemm.errors import ConfigError
 from edgemm.export.profiles import load_profile
 from edgemm.export.targets.onnx import export_onnx

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from edgemm.artifacts import atomic_path, write_text
 from edgemm.bench.breakdown import breakdown_markdown
+from edgemm.bench.profile import profile_markdown
 from edgemm.bench.schema import BenchReport, Result, json_schema
 from edgemm.environment import describe
 from edgemm.lazy import lazy_import
@@ -101,6 +102,8 @@ def to_markdown(report: BenchReport, labels: Labels | None = None, title: str = 
     warnings = "".join(f"\n> ⚠️ {w}" for w in report.warnings)
     breakdowns = "".join(f"\n### Where the time goes: {display_name(r, labels)} ({r.backend})\n\n"
                          f"{breakdown_markdown(r.breakdown)}" for r in report.results if r.breakdown)
+    breakdowns += "".join(f"\n### Where the time goes in the graph: {display_name(r, labels)} ({r.backend})\n\n"
+                          f"{profile_markdown(r.profile)}" for r in report.results if r.profile)
     return (f"## {title}\n\n{main_table(report, labels)}\n\n{detail_table(report, labels)}\n\n"
             + "\n".join(f"- {n}" for n in notes(report, labels)) + "\n" + (warnings + "\n" if warnings else "")
             + breakdowns)

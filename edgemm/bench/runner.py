@@ -12,6 +12,7 @@ from edgemm.bench.breakdown import can_break_down, modality_breakdown
 from edgemm.bench.cost import gemm_peaks, onnx_flops, onnx_precision, torch_flops, torch_precision
 from edgemm.bench.guards import warnings_for
 from edgemm.bench.latency import Latency, TimingSettings, measure
+from edgemm.bench.profile import profile_onnx
 from edgemm.bench.schema import BenchReport, BenchSettings, Machine, Result, result_id
 from edgemm.data.datasets import load_split
 from edgemm.environment import machine_info, peak_rss_mb, rss_mb
@@ -186,7 +187,7 @@ def time_all(targets: list[BenchTarget], batch_sizes: Sequence[int], timing: Tim
 
 def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes: Sequence[int] = (1, 16),
               threads: int | None = None, splits: Sequence[str] = ("test",), timing: TimingSettings | None = None,
-              breakdown: bool = False, labels: Sequence[str] | None = None, dataset: str | None = None,
+              breakdown: bool = False, profile: bool = False, labels: Sequence[str] | None = None, dataset: str | None = None,
               progress: ProgressFn | None = None) -> BenchReport:
     """Bench every artifact on every backend; the report keeps raw samples and says where it was measured.
 
@@ -199,6 +200,9 @@ def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes
         BACKENDS.get(name)  # an unknown or unusable backend fails before any model is loaded
     with torch_threads(threads):
         targets = load_targets(list(refs), backends, threads, labels, dataset)
+        if profile and not any(t.model.onnx_path is not None and t.backend == "ort-cpu" for t in targets):
+            raise ConfigError("--profile runs ONNX Runtime's profiler, and none of these runs on ort-cpu",
+                              "bench an .onnx file (edgemm export writes one)")
         if breakdown and not any(can_break_down(t.model) for t in targets):  # before minutes of timing
             raise ConfigError("--breakdown times the towers of PyTorch models, and none of these is one",
                               "add the PyTorch model (run directory or module:factory) beside the ONNX file, "
@@ -209,6 +213,11 @@ def run_bench(refs: list[str], *, backends: list[str] | None = None, batch_sizes
         say("machine peaks: fp32 and int8 GEMM micro-benchmarks")
         peaks = dict(gemm_peaks(threads))
         results = [_finish(t, peaks) for t in targets]
+        if profile:  # ONNX Runtime's profiler, per op type and tower, at the smallest batch
+            for target, result in zip(targets, results):
+                if target.model.onnx_path is not None and target.backend == "ort-cpu":
+                    say(f"ONNX Runtime profile: {target.label}")
+                    result.profile = profile_onnx(target.model, target.feeds[min(batch_sizes)][0], threads)
         if breakdown:  # the PyTorch towers on the CPU, once per model
             done: set[str] = set()
             for target, result in zip(targets, results):

@@ -40,6 +40,18 @@ class Breakdown(BaseModel):
         return sum(lat.p50_ms for name, lat in self.stages.items() if name not in ("end to end", "model only"))
 
 
+class OpProfile(BaseModel):
+    """ONNX Runtime's profiler over the graph it runs (``bench --profile``): kernel time per op type and tower."""
+
+    batch_size: int
+    runs: int
+    kernel_ms: float = Field(description="mean kernel time per run, every node")
+    by_op: dict[str, float] = Field(description="ms per run by op type, largest first")
+    by_tower: dict[str, float] = Field(description="ms per run by tower of the contract ('fusion' where towers meet)")
+    nodes: int = Field(description="nodes after ORT's graph optimisations")
+    standalone_qdq_nodes: int = Field(description="QuantizeLinear/DequantizeLinear left after ORT's fusions")
+
+
 class Result(BaseModel):
     """One artifact on one backend."""
 
@@ -62,6 +74,7 @@ class Result(BaseModel):
     fidelity: dict[str, float] = Field(default_factory=dict)
     latency: list[Latency] = Field(default_factory=list)
     breakdown: Breakdown | None = None
+    profile: OpProfile | None = None
 
     def at(self, batch_size: int) -> Latency | None:
         return next((lat for lat in self.latency if lat.batch_size == batch_size), None)

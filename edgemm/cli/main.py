@@ -149,6 +149,8 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
           label: Annotated[Optional[list[str]], typer.Option(help="display name per artifact, in order")] = None,
           data: DataOpt = None,
           breakdown: Annotated[bool, typer.Option(help="time preprocessing, each tower and fusion (torch)")] = False,
+          profile: Annotated[bool, typer.Option(help="ONNX Runtime's profiler: kernel time by op type and by tower, "
+                                                     "stand-alone Q/DQ nodes (ONNX files)")] = False,
           baseline: Annotated[Optional[Path], typer.Option(help="report.json to compare with (CI gate)")] = None,
           fail_on: Annotated[str, typer.Option(help="thresholds vs --baseline, e.g. 'p50=10%,accuracy=1'")] = "p50=10%,p90=15%,accuracy=1",
           out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
@@ -160,7 +162,7 @@ def bench(artifacts: Annotated[list[str], typer.Argument(help="models or .onnx f
     with status("benchmarking") as update:
         report, paths = api.bench(artifacts, backends=[b.value for b in backend] if backend else None,
                                   batch_sizes=tuple(batch_size), threads=threads, splits=tuple(split), timing=timing,
-                                  breakdown=breakdown, labels=label, dataset=data, out_dir=out_dir, progress=update)
+                                  breakdown=breakdown, profile=profile, labels=label, dataset=data, out_dir=out_dir, progress=update)
     out.print(tables.bench_table(report))
     for warning in report.warnings:
         say("warning:", "bold yellow", warning)

@@ -15,7 +15,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import Field
 
-from edgemm.compress.graph import nodes_by_tower
+from edgemm.models.graph_towers import nodes_by_tower
 from edgemm.config import Strict
 from edgemm.errors import ConfigError, GateFailed
 from edgemm.lazy import lazy_import

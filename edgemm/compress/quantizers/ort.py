@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from edgemm.compress.graph import node_towers
+from edgemm.models.graph_towers import node_towers
 from edgemm.compress.quantizer import QUANTIZERS, Feeds, OnnxQuantizer, QuantizeConfig
 from edgemm.export.profiles import QuantizationSettings
 from edgemm.errors import ConfigError, EdgemmError, LibraryFailed
@@ -129,7 +129,7 @@ class OrtQuantizer(OnnxQuantizer):
 
     @staticmethod
     def dynamic_nodes(graph: Path, fp32: Path, config: OrtQuantizeConfig) -> set[str]:
-        """Nodes of the towers quantized dynamically (the tower of a node: ``compress/graph.py``)."""
+        """Nodes of the towers quantized dynamically (the tower of a node: ``models/graph_towers.py``)."""
         if config.mode == "static" and "dynamic" not in config.tower_modes.values():
             return set()
         towers, modality, names = _graph_towers(str(graph), str(fp32), graph.stat().st_mtime_ns)
