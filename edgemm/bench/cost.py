@@ -12,6 +12,7 @@ import numpy as np
 from edgemm.errors import USER_CODE_ERRORS
 from edgemm.lazy import lazy_import
 from edgemm.runtime.convert import to_tensors
+from edgemm.runtime.memory import inferred_graph
 from edgemm.runtime.threads import torch_threads
 from edgemm.spec import ModelSpec
 
@@ -27,15 +28,8 @@ PEAK_SIZE = 1024
 
 def onnx_flops(path: Path, spec: ModelSpec) -> int | None:
     """Multiply-accumulate FLOPs (2 per MAC) of Conv/MatMul/Gemm at batch 1 and the spec's typical sizes."""
-    model = onnx.load(str(path))
-    sizes = spec.sizes("opt", batch=1)
-    for value in model.graph.input:
-        if value.name in spec.input_names:
-            for dim, want in zip(value.type.tensor_type.shape.dim, spec.input(value.name).concrete_shape(sizes)):
-                dim.Clear()
-                dim.dim_value = want
     try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        model = inferred_graph(path, spec)
     except Exception:  # shape inference is best effort: no figure rather than a wrong one
         return None
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]

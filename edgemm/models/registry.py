@@ -284,16 +284,21 @@ def _load_onnx(path: Path) -> LoadedModel:
 
 
 def _check_contract_matches_graph(spec: ModelSpec, proto: Any, path: Path) -> None:
-    """A contract that names inputs or outputs the graph lacks was written for another model."""
+    """A contract whose inputs are not the graph's, or that names outputs the graph lacks, was written for
+    another model (a graph may have more outputs than the contract scores)."""
     initialisers = {i.name for i in proto.graph.initializer}
     graph_inputs = {v.name for v in proto.graph.input if v.name not in initialisers}
     graph_outputs = {v.name for v in proto.graph.output}
-    for kind, named, present in (("inputs", spec.input_names, graph_inputs), ("outputs", spec.output_names,
-                                                                               graph_outputs)):
-        if not set(named) <= present or (kind == "inputs" and set(named) != present):
-            raise ModelLoadError(f"the contract stored in {path} names {kind} {sorted(named)} but the graph has "
-                                 f"{sorted(present)}: the metadata belongs to another model",
-                                 "re-export the model with `edgemm export`")
+    if set(spec.input_names) != graph_inputs:
+        _lying_contract(path, "inputs", spec.input_names, graph_inputs)
+    if not set(spec.output_names) <= graph_outputs:
+        _lying_contract(path, "outputs", spec.output_names, graph_outputs)
+
+
+def _lying_contract(path: Path, kind: str, named: list[str], present: set[str]) -> None:
+    raise ModelLoadError(f"the contract stored in {path} names {kind} {sorted(named)} but the graph has "
+                         f"{sorted(present)}: the metadata belongs to another model",
+                         "re-export the model with `edgemm export`")
 
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 9: "bool"}

@@ -15,6 +15,7 @@ add arenas and workspace on top, so the check refuses only what clearly cannot f
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -87,15 +88,21 @@ def check_batch_fits(model: "LoadedModel", batch_sizes: Sequence[int], available
                          f"use a batch size of at most {most} on this machine")
 
 
-def _onnx_peak(path: str, spec: ModelSpec) -> int | None:
-    proto = onnx.load(path, load_external_data=False)
+def inferred_graph(path: str | Path, spec: ModelSpec) -> Any:
+    """The ONNX model with every value's shape inferred for one sample at the contract's opt sizes
+    (weights left on disk); shared by this estimate and the FLOP count."""
+    proto = onnx.load(str(path), load_external_data=False)
     sizes = one_item(spec, "opt")
     for value in proto.graph.input:
         if value.name in spec.input_names:
             for dim, want in zip(value.type.tensor_type.shape.dim, spec.input(value.name).concrete_shape(sizes)):
                 dim.Clear()
                 dim.dim_value = want
-    graph = onnx.shape_inference.infer_shapes(proto, data_prop=True).graph
+    return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+
+
+def _onnx_peak(path: str, spec: ModelSpec) -> int | None:
+    graph = inferred_graph(path, spec).graph
     weights = {i.name for i in graph.initializer}
     nbytes = {v.name: _value_bytes(v) for v in [*graph.value_info, *graph.input, *graph.output]
               if v.name not in weights}
