@@ -20,27 +20,30 @@ from edgemm.compress.recipe import available_recipes, recipe_model
 from edgemm.compress.stage import STAGES
 from edgemm.data.datasets import DATASETS, load_split
 from edgemm.errors import ConfigError, InputError
-from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles, load_profile, profile_model
+from edgemm.export.profiles import DEFAULT_PROFILE, available_profiles, default_profile, load_profile, profile_model
+from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult
 from edgemm.export.validate import ValidationReport
 from edgemm.export.validate import validate as run_validation
-from edgemm.models.registry import ZOO, resolve_model, with_data
+from edgemm.models.registry import ZOO, has_contract, resolve_model, with_data
 from edgemm.registry import Registry
 from edgemm.runtime import BACKENDS, load_session
 from edgemm.runtime.evaluate import run_checked
 from edgemm.runtime.memory import check_batch_fits
+from edgemm.tensorrt.compat import CompatibilityReport, check_onnx
 
 # What `edgemm list` shows, by the name a user types.
 REGISTRIES: dict[str, Registry] = {"stages": STAGES, "quantizers": QUANTIZERS, "targets": EXPORT_TARGETS,
                                    "backends": BACKENDS, "models": ZOO, "datasets": DATASETS}
 
 
-def export(model: str, *, target: str = "onnx", profile: str = DEFAULT_PROFILE, out_dir: str | Path = "runs/export",
+def export(model: str, *, target: str = "onnx", profile: str | None = None, out_dir: str | Path = "runs/export",
            weights: str | Path | None = None, data: str | None = None) -> ExportResult:
     """Export ``model`` for ``target`` with an export profile and validate it on ``data`` (default: the
-    data the model records); the data reference is recorded in the artifact. Returns an ``ExportResult``."""
+    data the model records); the data reference is recorded in the artifact. ``profile`` defaults to the
+    target's generic one (x86-cpu, tensorrt-gpu, torch-tensorrt-gpu). Returns an ``ExportResult``."""
     exporter = EXPORT_TARGETS.get(target)
-    settings = load_profile(profile)
+    settings = load_profile(profile or default_profile(target))
     if settings.target != target:
         raise ConfigError(f"profile {settings.name!r} is for target {settings.target!r}, not {target!r}",
                           "pick a profile made for this target")
@@ -173,3 +176,22 @@ def schema(name: str) -> dict[str, Any]:
 
 __all__ = ["TimingSettings", "bench", "check_regressions", "components", "compress", "data_rows", "export",
            "load_inputs", "predict", "report", "schema", "validate"]
+
+
+def profiles() -> list[ExportProfile]:
+    """Every export profile found (./export_profiles, then the shipped ones), validated."""
+    return [load_profile(name) for name in available_profiles()]
+
+
+def inspect(model: str | Path, *, profile: str = "tensorrt-gpu") -> CompatibilityReport:
+    """Will TensorRT take this ONNX graph under ``profile``? Every finding, with node, reason and fix."""
+    loaded = resolve_model(str(model))
+    if loaded.onnx_path is None:
+        raise ConfigError(f"inspect checks an ONNX graph; {model} is a PyTorch model",
+                          f"export it first: edgemm export {model} --target tensorrt --profile {profile}")
+    settings = load_profile(profile)
+    trt = getattr(settings, "tensorrt", None)
+    if settings.target not in ("tensorrt", "torch-tensorrt") or trt is None:
+        raise ConfigError(f"profile {settings.name!r} is for target {settings.target!r}, not TensorRT",
+                          "pick a TensorRT profile (`edgemm profiles list`)")
+    return check_onnx(loaded.onnx_path, trt, loaded.spec.axes if has_contract(loaded) else {})

@@ -77,6 +77,16 @@ class Interrupted(EdgemmError):
     exit_code = 130
 
 
+class EngineMismatch(EdgemmError):
+    """A TensorRT engine built for another TensorRT version, GPU, Jetson release or precision."""
+
+
+class NotDeployable(EdgemmError):
+    """A graph the target's runtime will refuse (an operator TensorRT cannot parse, asymmetric Q/DQ...)."""
+
+    exit_code = 3
+
+
 class EdgemmWarning(UserWarning):
     """Something the user should know that does not stop the command (the CLI prints it as 'warning:')."""
 

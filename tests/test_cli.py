@@ -72,8 +72,8 @@ def test_pickled_checkpoint_refused_on_the_command_line(good_inputs):
 def test_unknown_profile_and_unavailable_target(tmp_path):
     result = _run("export", FACTORY, "--profile", "jetson-nano-9", "-o", str(tmp_path))
     assert result.exit_code == 2 and "unknown export profile 'jetson-nano-9'" in result.output
-    result = _run("export", FACTORY, "--target", "tensorrt", "-o", str(tmp_path))
-    assert result.exit_code == 2 and "not available" in result.output
+    result = _run("export", FACTORY, "--target", "torch-tensorrt", "-o", str(tmp_path))
+    assert result.exit_code == 2 and "needs torch_tensorrt" in result.output
     result = _run("export", FACTORY, "--target", "coreml", "-o", str(tmp_path))
     assert result.exit_code == 2 and "'coreml' is not one of" in result.output  # choices come from the registry
 

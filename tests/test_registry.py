@@ -104,8 +104,9 @@ def test_lazy_imports_cost_nothing_until_used_and_name_the_install_command(tmp_p
 
 
 def test_unusable_target_and_backend_are_refused_with_the_reason():
-    with pytest.raises(BackendUnavailable, match="export target 'tensorrt' is not usable here: not available"):
-        EXPORT_TARGETS.get("tensorrt")
+    with pytest.raises(BackendUnavailable, match="export target 'torch-tensorrt' is not usable here: needs "
+                                                 "torch_tensorrt \\(pip install 'edgemm\\[torch-tensorrt\\]'\\)"):
+        EXPORT_TARGETS.get("torch-tensorrt")
     reason = BACKENDS.find("torch-cuda").unavailable_reason()
     if reason:
         with pytest.raises(BackendUnavailable, match="backend 'torch-cuda' is not usable here"):

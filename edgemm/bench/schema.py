@@ -70,6 +70,8 @@ class Result(BaseModel):
     efficiency: float | None = Field(None, description="achieved throughput at the largest batch / peak_precision's GEMM peak")
     peak_precision: Precision | None = Field(None, description="which measured peak `efficiency` is relative to")
     memory: dict[str, float] = Field(default_factory=dict)
+    power: dict[str, float] = Field(default_factory=dict, description="Jetson (tegrastats): mean mW and mJ per "
+                                                                       "item, per batch size")
     accuracy: dict[str, float] = Field(default_factory=dict)
     fidelity: dict[str, float] = Field(default_factory=dict)
     latency: list[Latency] = Field(default_factory=list)

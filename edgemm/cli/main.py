@@ -14,6 +14,7 @@ import typer
 from typer.exceptions import TyperException
 
 from edgemm.bench.latency import TimingSettings
+from edgemm.cli import deploy
 from edgemm.cli.common import handles_errors, out, say, set_debug, status, step_progress
 from edgemm.cli.options import ThreadsOpt, choices, option_group
 from edgemm.bench.regression import parse_fail_on
@@ -40,7 +41,11 @@ ModelArg = Annotated[str, typer.Argument(help="zoo name, package.module:factory,
 WeightsOpt = Annotated[Optional[Path], typer.Option(help="weights: .safetensors or a tensors-only torch checkpoint")]
 DataOpt = Annotated[Optional[str], typer.Option(
     help="data folder (metadata.csv + files), .npz, module:function or registered name (default: the model's)")]
-ProfileOpt = Annotated[str, typer.Option(help=f"name in export_profiles/ ({', '.join(available_profiles())}) or a YAML path")]
+ProfileOpt = Annotated[str, typer.Option(help="name in export_profiles/ (`edgemm profiles list`) or a YAML path")]
+
+
+app.add_typer(deploy.profiles_app, name="profiles")
+app.command()(deploy.inspect)
 
 
 @app.callback()
@@ -57,6 +62,16 @@ def settings(debug: Annotated[bool, typer.Option("--debug", help="show the trace
 
 def log(msg: str) -> None:
     say("›", "cyan", msg)
+
+
+DEMO_RUN = "runs/demo"
+
+
+def demo_model(progress=None) -> str:
+    """The trained demo model (runs/demo), trained first if it is not there yet."""
+    log(f"the built-in demo model: trained in {DEMO_RUN} if needed")
+    demos.run_demo(DEMO_RUN, progress=progress, log=log, bench=False)
+    return DEMO_RUN
 
 
 @app.command()
@@ -85,9 +100,7 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
     """Run a recipe of stages (prune, distill, quantize) under accuracy gates; with no arguments, on the demo."""
     with step_progress() as progress:
         if model is None:
-            log("no model given: training the built-in demo model first (runs/demo)")
-            demos.run_demo("runs/demo", progress=progress, log=log, bench=False)
-            model = "runs/demo"
+            model = demo_model(progress)
         result = api.compress(model, recipe, out_dir, data=data, weights=weights, threads=threads,
                               batch_sizes=tuple(batch_size), timing=timing, log=log,
                               progress=progress)
@@ -103,10 +116,15 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
 @handles_errors
 def export(model: ModelArg,
            target: Annotated[Target, typer.Option(help="what to build (`edgemm list targets`)")] = Target("onnx"),
-           profile: ProfileOpt = DEFAULT_PROFILE,
+           profile: Annotated[Optional[str], typer.Option(help="name in export_profiles/ (`edgemm profiles list`) or "
+                                                          "a YAML path; default: the target's generic profile")] = None,
            out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/export"),
            weights: WeightsOpt = None, data: DataOpt = None) -> None:
-    """Export (ONNX: dynamic axes, onnxslim) and validate against PyTorch on held-out samples."""
+    """Export (ONNX: dynamic axes, onnxslim) and validate against PyTorch on held-out samples; TensorRT:
+    engines where TensorRT runs, else a bundle that builds them on the device. MODEL `demo`: the demo's."""
+    if model == "demo" and not Path(model).exists():
+        with step_progress() as progress:
+            model = demo_model(progress)
     with status(f"exporting {model} to {target.value}"):
         result = api.export(model, target=target.value, profile=profile, out_dir=out_dir, weights=weights, data=data)
     for check in result.validation.checks if result.validation else []:
@@ -119,6 +137,12 @@ def export(model: ModelArg,
         say(f"validated on {len(fed)} batch(es):", "", ", ".join(fed), out)
         if not real:
             say("note:", "yellow", "no data: generated inputs only; pass --data for real samples", out)
+    for note in result.details.get("notes", []):
+        say("note:", "yellow", note, out)
+    if result.details.get("bundle"):
+        say("TensorRT bundle:", "cyan", f"{', '.join(result.details['candidates'])} graph(s) checked for TensorRT "
+            f"{result.details['tensorrt_major']}.x; copy {result.path} to the device and run "
+            "`python3 build_on_device.py` there (README.md inside)", out)
     nodes = result.details
     shape = f"{nodes['nodes_exported']} → {nodes['nodes_simplified']} nodes, " if "nodes_exported" in nodes else ""
     say("wrote", "", f"{result.path} ({shape}{result.seconds:.1f} s)", out)

@@ -88,3 +88,27 @@ def components_table(kind: str, entries: list[dict[str, Any]]) -> Table:
         cells = [", ".join(e[c]) if isinstance(e.get(c), list) else str(e.get(c) or "") for c in columns]
         table.add_row(*(escape(c) for c in [*cells, usable]))
     return table
+
+
+def profiles_table(profiles: list[Any]) -> Table:
+    table = Table(title="Export profiles")
+    for col in ("name", "target", "precision", "device", "TensorRT", "power mode", "batch (min/opt/max)"):
+        table.add_column(col)
+    for p in profiles:
+        trt = getattr(p, "tensorrt", None) if p.target in ("tensorrt", "torch-tensorrt") else None
+        mode = p.device.power_mode if p.device else None
+        batch = trt.shapes.get("batch") if trt else None
+        table.add_row(escape(p.name), p.target, p.precision, escape(p.device.name) if p.device else "-",
+                      f"{trt.major}.x" + (f", DLA {trt.dla.core}" if trt.dla.core is not None else "") if trt else "-",
+                      escape(mode.name) if mode else "-", f"{batch.min}/{batch.opt}/{batch.max}" if batch else "contract")
+    return table
+
+
+def findings_table(report: Any) -> Table:
+    style = {"error": "bold red", "warning": "yellow", "info": ""}
+    table = Table(title=f"TensorRT {report.tensorrt_major}.x compatibility: {escape(report.model)}")
+    for col in ("", "where", "reason", "fix"):
+        table.add_column(col)
+    for f in report.findings:
+        table.add_row(f.severity, escape(f.where), escape(f.reason), escape(f.fix), style=style[f.severity])
+    return table

@@ -10,10 +10,11 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
 from edgemm.config import Strict, load_yaml_model
 from edgemm.environment import x86_without_vnni
+from edgemm.export.device import DeviceFacts
 from edgemm.errors import ConfigError
 from edgemm.export.registry import EXPORT_TARGETS
 from edgemm.export.validate import ValidationSettings
@@ -21,6 +22,7 @@ from edgemm.export.validate import ValidationSettings
 PACKAGED = Path(__file__).resolve().parent.parent / "export_profiles"  # wheel copy (see pyproject)
 SOURCE_TREE = Path(__file__).resolve().parents[2] / "export_profiles"
 DEFAULT_PROFILE = "x86-cpu"  # the one place this default is named
+TARGET_DEFAULTS = {"onnx": DEFAULT_PROFILE, "tensorrt": "tensorrt-gpu", "torch-tensorrt": "torch-tensorrt-gpu"}
 
 
 class QuantizationSettings(Strict):
@@ -51,7 +53,11 @@ class ExportProfile(Strict):
     name: str
     description: str = ""
     target: str = Field(description="a registered export target (`edgemm list targets`)")
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8", "best"] = Field("fp32", description=(
+        "what the target runs; TensorRT: int8 = int8 kept only where it beats fp16 (else fp16 ships), "
+        "best = fp16 and int8 both built, the faster kept"))
+    device: DeviceFacts | None = Field(None, description="the device: public figures for roofline efficiency, "
+                                                         "Jetson power mode to benchmark in")
     validation: ValidationSettings = ValidationSettings()
     quantization: QuantizationSettings = QuantizationSettings()
     pruning: PruningSettings = PruningSettings()
@@ -62,6 +68,20 @@ class ExportProfile(Strict):
         if target not in EXPORT_TARGETS:
             raise ValueError(f"unknown export target {target!r}; registered: {', '.join(EXPORT_TARGETS.names())}")
         return target
+
+    @model_validator(mode="after")
+    def _fits_device(self) -> "ExportProfile":
+        trt = getattr(self, "tensorrt", None)
+        dla = getattr(getattr(trt, "dla", None), "core", None)
+        if dla is not None and self.device is not None and dla >= self.device.dla_cores:
+            raise ValueError(f"tensorrt.dla.core {dla}: {self.device.name} has {self.device.dla_cores} DLA core(s)")
+        q = self.quantization
+        if self.target == "tensorrt" and not (q.activations == "int8" and q.symmetric_activations):
+            raise ValueError("TensorRT takes symmetric int8 only: set quantization.activations: int8 and "
+                             "quantization.symmetric_activations: true")
+        if self.precision == "best" and self.target != "tensorrt":
+            raise ValueError("precision best (build fp16 and int8, keep the faster) is for target tensorrt")
+        return self
 
     def section(self, target: str) -> BaseModel:
         """The settings of one export target (its defaults when the profile has no such section)."""
@@ -91,6 +111,23 @@ def profile_dirs() -> list[Path]:
 
 def available_profiles() -> list[str]:
     return sorted({p.stem for d in profile_dirs() for p in d.glob("*.yaml")})
+
+
+def default_profile(target: str) -> str:
+    """The generic profile of a target (a plug-in target: its only profile)."""
+    if target in TARGET_DEFAULTS:
+        return TARGET_DEFAULTS[target]
+    mine = [n for n in available_profiles() if _target_of(n) == target]
+    if len(mine) != 1:
+        raise ConfigError(f"no single default profile for target {target!r} (found {mine})", "pass --profile NAME")
+    return mine[0]
+
+
+def _target_of(name: str) -> str | None:
+    try:
+        return load_profile(name).target
+    except ConfigError:
+        return None
 
 
 def load_profile(name_or_path: str | Path | None = None) -> ExportProfile:

@@ -54,22 +54,25 @@ class LoadedModel:
     kwargs: dict[str, Any] = field(default_factory=dict)
     onnx_path: Path | None = None
     weights: Path | None = None
+    engine_path: Path | None = None  # a TensorRT engine (its contract is read from ENGINE.json beside it)
 
     @property
     def trained(self) -> bool:
         """Weights worth scoring: loaded from a file, an ONNX graph, or a factory that says it loads them."""
-        return self.weights is not None or self.kind == "onnx" or self.spec.trained
+        return self.weights is not None or self.kind in ("onnx", "engine") or self.spec.trained
 
     @property
     def artifact_kind(self) -> str:
         """What a backend or stage consumes: "onnx" for ONNX files, "torch" for PyTorch models."""
+        if self.engine_path is not None:
+            return "engine"
         return "onnx" if self.onnx_path is not None else "torch"
 
     def sha256(self) -> str:
         """Content hash: the ONNX bytes, or the factory, its arguments and every tensor the module holds
         (weights a factory loads by itself included), so an edited model never passes for the old one."""
-        if self.onnx_path is not None:
-            return content_sha256(self.onnx_path)
+        if self.engine_path is not None or self.onnx_path is not None:
+            return content_sha256(self.engine_path or self.onnx_path)
         factory = json.dumps({"factory": self.factory, "kwargs": self.kwargs}, sort_keys=True, default=str)
         return hashlib.sha256(f"{factory}|{module_sha256(self.module)}".encode()).hexdigest()
 
@@ -143,6 +146,8 @@ def resolve_model(ref: str | Path, weights: str | Path | None = None) -> LoadedM
     if not text.strip():
         raise ModelLoadError("the model reference is empty", "give a zoo name, module:factory, run directory or .onnx file")
     path = Path(text)
+    if text.endswith((".engine", ".plan")):
+        return _load_engine(path)
     if text.endswith(".onnx"):
         if weights:
             raise ModelLoadError("--weights applies to PyTorch models, not ONNX files", "drop --weights")
@@ -255,6 +260,28 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> list[str]:
 
 # -- ONNX files ---------------------------------------------------------------------------
 SPEC_METADATA_KEY = "edgemm.spec"
+
+
+def _load_engine(path: Path) -> LoadedModel:
+    """A TensorRT engine built by edgemm: its contract and build key are in ``ENGINE.json`` beside it."""
+    sidecar = path.with_name(path.name + ".json")
+    if not path.is_file():
+        raise ModelLoadError(f"engine {path} does not exist", "check the path")
+    try:
+        spec = ModelSpec.model_validate(json.loads(sidecar.read_text(encoding="utf-8"))["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{path} has no readable contract beside it ({sidecar.name}: {type(err).__name__})",
+                             "use an engine built by edgemm (the bundle's build_on_device.py or export --target "
+                             "tensorrt), which writes ENGINE.json with the contract and the build key") from None
+    return LoadedModel(spec, str(path), "engine", engine_path=path)
+
+
+def has_contract(model: LoadedModel) -> bool:
+    """True unless ``model`` is an ONNX file without edgemm's contract (whose axis ranges were guessed)."""
+    if model.onnx_path is None:
+        return True
+    proto = onnx.load(str(model.onnx_path), load_external_data=False)
+    return any(p.key == SPEC_METADATA_KEY for p in proto.metadata_props)
 
 
 def _load_onnx(path: Path) -> LoadedModel:

@@ -4,6 +4,8 @@ activations static int8 ranges fit badly: ../shared/NOTES.md measured MiniLM at 
 0.993 dynamic)."""
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from functools import lru_cache
 from typing import Literal, get_args
@@ -150,11 +152,13 @@ class OrtQuantizer(OnnxQuantizer):
             feeds = feeds[:max(1, HISTOGRAM_SAMPLES // rows)]
         method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
                   "entropy": q.CalibrationMethod.Entropy}[scheme.calibration_method]
-        q.quantize_static(
-            str(source), str(out), calibration_reader(feeds), quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=scheme.op_types, per_channel=scheme.per_channel, nodes_to_exclude=exclude,
-            calibrate_method=method, reduce_range=scheme.reduces_range(),
-            activation_type=q.QuantType.QUInt8 if scheme.activations == "uint8" else q.QuantType.QInt8,
-            weight_type=q.QuantType.QInt8,
-            extra_options={"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
-                           "CalibPercentile": 99.99, "CalibMaxIntermediateOutputs": batches_in_memory(len(feeds))})
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress lines of their own
+            q.quantize_static(
+                str(source), str(out), calibration_reader(feeds), quant_format=q.QuantFormat.QDQ,
+                op_types_to_quantize=scheme.op_types, per_channel=scheme.per_channel, nodes_to_exclude=exclude,
+                calibrate_method=method, reduce_range=scheme.reduces_range(),
+                activation_type=q.QuantType.QUInt8 if scheme.activations == "uint8" else q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8,
+                extra_options={"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
+                               "CalibPercentile": 99.99, "CalibMaxIntermediateOutputs": batches_in_memory(len(feeds))})
+

@@ -1,0 +1,60 @@
+"""What an engine is only valid for: TensorRT plans load only with the TensorRT version and GPU model
+they were built with, and Jetson engines only on the module and JetPack they were built on [TRT §2]."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgemm.errors import EngineMismatch
+
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    tensorrt: str  # full version: plans are tied to it unless built version-compatible
+    compute_capability: str  # "8.7"
+    jetson: str | None  # L4T release ("R36.4.0") on a Jetson, None elsewhere; JetPack 6.1 = L4T R36.4
+    precision: str  # fp32 | fp16 | int8: what the engine was built to run
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EngineKey":
+        return cls(**{k: data.get(k) for k in ("tensorrt", "compute_capability", "jetson", "precision")})
+
+    def differences(self, other: "EngineKey") -> list[str]:
+        labels = {"tensorrt": "TensorRT", "compute_capability": "compute capability", "jetson": "Jetson L4T release",
+                  "precision": "precision"}
+        return [f"{labels[k]} {getattr(self, k) or 'none'} (engine) vs {getattr(other, k) or 'none'} (here)"
+                for k in labels if getattr(self, k) != getattr(other, k)]
+
+
+def check_engine_key(engine: Path, built: EngineKey, here: EngineKey, rebuild: str) -> None:
+    """Refuse an engine whose key differs from this machine's before TensorRT tries (and fails obscurely)."""
+    diff = built.differences(here)
+    if diff:
+        raise EngineMismatch(f"{engine} was built for another device or TensorRT: {'; '.join(diff)}",
+                             f"rebuild it here: {rebuild}")
+
+
+def jetson_release(release_file: Path = TEGRA_RELEASE) -> str | None:
+    """``R36.4.0`` from /etc/nv_tegra_release ("# R36 (release), REVISION: 4.0, ..."), None off Jetson."""
+    try:
+        text = release_file.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"R{found.group(1)}.{found.group(2)}" if found else None
+
+
+def current_key(precision: str) -> EngineKey:
+    """This machine's key: needs TensorRT and a CUDA GPU (through torch)."""
+    import tensorrt as trt  # noqa: PLC0415 - optional extra, only on a device
+    import torch  # noqa: PLC0415
+
+    major, minor = torch.cuda.get_device_capability()
+    return EngineKey(trt.__version__, f"{major}.{minor}", jetson_release(), precision)
