@@ -332,3 +332,15 @@ def test_profile_aggregation_attributes_kernel_time_to_towers():
     profile = aggregate(events, helper.make_model(graph), {"a": "image", "b": "text"}, runs=2, batch_size=1)
     assert profile.by_tower == {"image": 1.5, "fusion": 1.0, "text": 0.5}
     assert profile.by_op == {"Relu": 2.0, "Add": 1.0} and profile.kernel_ms == 3.0
+
+
+def test_gemm_peak_graph_loads_in_an_older_onnxruntime():
+    """Bug (seen on an H100 box with onnx 1.23 and onnxruntime 1.30): the GEMM-peak graph was written at
+    onnx's newest IR version (14), which that onnxruntime refuses, so every bench failed there."""
+    import numpy as np
+
+    from edgemm.bench.cost import gemm_model
+
+    model = gemm_model("MatMul", np.ones((2, 3), np.float32), np.ones((3, 4), np.float32))
+    assert model.ir_version == 8  # opset 18's IR version: read by every onnxruntime that runs opset 18
+    assert model.opset_import[0].version == 18

@@ -88,8 +88,13 @@ def _best_rate(fn: Callable[[], object], ops: float, seconds: float) -> float:
     return best
 
 
-def _ort_gemm(op: str, a: np.ndarray, b: np.ndarray, threads: int) -> Callable[[], object]:
-    """A one-node ONNX Runtime graph: MatMul (fp32) or MatMulInteger (u8 x s8, the x86 int8 scheme)."""
+# Opset 18 came with IR version 8. onnx's default is its own newest IR (14 in onnx 1.23), which an older
+# onnxruntime refuses ("Unsupported model IR version: 14, max supported IR version: 13", ORT 1.30).
+GEMM_OPSET, GEMM_IR_VERSION = 18, 8
+
+
+def gemm_model(op: str, a: np.ndarray, b: np.ndarray) -> Any:
+    """A one-node graph: MatMul (fp32) or MatMulInteger (u8 x s8, the x86 int8 scheme)."""
     h = onnx.helper
     elem = {np.dtype("float32"): onnx.TensorProto.FLOAT, np.dtype("uint8"): onnx.TensorProto.UINT8,
             np.dtype("int8"): onnx.TensorProto.INT8}
@@ -98,10 +103,14 @@ def _ort_gemm(op: str, a: np.ndarray, b: np.ndarray, threads: int) -> Callable[[
                          [h.make_tensor_value_info("a", elem[a.dtype], a.shape),
                           h.make_tensor_value_info("b", elem[b.dtype], b.shape)],
                          [h.make_tensor_value_info("c", out_type, (a.shape[0], b.shape[1]))])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", GEMM_OPSET)], ir_version=GEMM_IR_VERSION)
+
+
+def _ort_gemm(op: str, a: np.ndarray, b: np.ndarray, threads: int) -> Callable[[], object]:
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(h.make_model(graph, opset_imports=[h.make_opsetid("", 18)]).SerializeToString(),
-                                   options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(gemm_model(op, a, b).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"a": a, "b": b})
 
 
