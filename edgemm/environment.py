@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import re
+import subprocess
 import resource
 from pathlib import Path
 from typing import Any
@@ -88,8 +90,18 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     }
     jetson = _read("/etc/nv_tegra_release")
     if jetson:
-        info["jetson"] = {"release": jetson.splitlines()[0]}
+        info["jetson"] = {"release": jetson.splitlines()[0], "power_mode": jetson_power_mode()}
     return info
+
+
+def jetson_power_mode() -> str | None:
+    """The nvpmodel mode figures were taken in (`nvpmodel -q`: "NV Power Mode: MAXN"); None if unreadable."""
+    try:
+        done = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"NV Power Mode:\s*(\S+)", done.stdout)
+    return found.group(1) if found else None
 
 
 def gpu_info() -> dict[str, Any] | None:

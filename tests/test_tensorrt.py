@@ -372,3 +372,10 @@ def test_engine_builds_runs_and_matches_onnx_runtime(bundle, tmp_path):
     got = load_session(engine, "tensorrt").run(feed)["scores"]
     want = load_session(resolve_model(str(bundle / "onnx" / "model.onnx")), "ort-cpu").run(feed)["scores"]
     assert np.allclose(got, want, atol=5e-2)
+    from edgemm.bench.latency import TimingSettings
+    from edgemm.bench.runner import run_bench
+
+    report = run_bench([str(built.path)], backends=["tensorrt"], batch_sizes=(1,), threads=1, splits=(),
+                       timing=TimingSettings(warmup=2, min_iterations=5, min_seconds=0, rounds=1))
+    row = report.results[0]
+    assert row.precision == "fp16" and row.engine_layers and row.at(1).device_samples_ms

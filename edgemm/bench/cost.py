@@ -3,6 +3,7 @@ peak of each precision, so that every artifact is compared with the peak of its 
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -70,6 +71,11 @@ def onnx_precision(path: Path) -> Precision:
     if any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer):
         return "fp16"
     return "fp32"
+
+
+def engine_precision(path: Path) -> Precision:
+    """What a TensorRT engine was built to run, from the key edgemm writes beside it."""
+    return json.loads(path.with_name(path.name + ".json").read_text())["key"]["precision"]
 
 
 def torch_precision(module: Any) -> Precision:

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgemm.bench.breakdown import can_break_down, modality_breakdown
-from edgemm.bench.cost import gemm_peaks, onnx_flops, onnx_precision, torch_flops, torch_precision
+from edgemm.bench.cost import engine_precision, gemm_peaks, onnx_flops, onnx_precision, torch_flops, torch_precision
 from edgemm.bench.guards import warnings_for
 from edgemm.bench.latency import Latency, TimingSettings, measure
 from edgemm.bench.profile import profile_onnx
@@ -97,6 +97,12 @@ def load_targets(refs: list[str], backends: list[str] | None, threads: int,
 def _describe(target: BenchTarget) -> Result:
     model = target.model
     onnx_path = model.onnx_path
+    if model.engine_path is not None:  # a TensorRT engine: what TensorRT reports about itself
+        return Result(
+            id=result_id(target.sha256, target.backend), name=target.name, artifact=model.source,
+            artifact_sha256=target.sha256, kind=model.kind, model=model.spec.name, backend=target.backend,
+            precision=engine_precision(model.engine_path), size_bytes=target.session.artifact_bytes,
+            trained=model.trained, engine_layers=target.session.layer_information())
     return Result(
         id=result_id(target.sha256, target.backend), name=target.name, artifact=model.source,
         artifact_sha256=target.sha256, kind=model.kind, model=model.spec.name, backend=target.backend,

@@ -77,6 +77,8 @@ class Result(BaseModel):
     latency: list[Latency] = Field(default_factory=list)
     breakdown: Breakdown | None = None
     profile: OpProfile | None = None
+    engine_layers: dict[str, Any] | None = Field(None, description="TensorRT engines: the engine's own layer "
+                                                 "information (IEngineInspector, JSON): kernels, precisions")
 
     def at(self, batch_size: int) -> Latency | None:
         return next((lat for lat in self.latency if lat.batch_size == batch_size), None)

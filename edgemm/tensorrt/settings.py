@@ -47,6 +47,9 @@ class TensorRTSettings(Strict):
                                                           "model they were built on")
     min_int8_speedup: float = Field(1.02, ge=1.0, description=(
         "int8 is kept only when at least this much faster than fp16 (ModelOpt's ONNX autotune rule)"))
+    min_int8_share: float = Field(0.5, ge=0, le=1, description=(
+        "an int8 graph made by export is built only when at least this share of its Conv/MatMul/Gemm are int8 "
+        "after the accuracy fallback (a mostly-float graph cannot beat fp16)"))
     int8_max_accuracy_drop: float = Field(0.01, ge=0, le=1, description=(
         "an int8 graph made by export is kept only within this accuracy of the fp32 graph (ONNX Runtime CPU)"))
     bench: DeviceBench = DeviceBench()

@@ -118,8 +118,11 @@ def _candidates(model: LoadedModel, fp32: Path | None, out_dir: Path, profile: E
     out: dict[str, Path] = {}
     if "int8" in wanted:
         int8 = quantize_checked(model, fp32, out_dir / "model.int8.onnx", profile, notes)
-        if int8 is not None and quantized_share(int8) == 0:
-            notes.append("int8 dropped: the accuracy fallback kept every weighted op in float")
+        share, need = (quantized_share(int8) if int8 else 0.0), profile.section("tensorrt").min_int8_share
+        if int8 is not None and share < need:
+            notes.append(f"int8 dropped: only {100 * share:.0f} % of Conv/MatMul/Gemm stayed int8 within the accuracy "
+                         f"budget (tensorrt.min_int8_share {100 * need:.0f} %); fp16 ships. Try `edgemm compress` "
+                         "with this profile (distillation, per-tower modes) for an int8 graph that keeps accuracy")
             int8.unlink()
         elif int8 is not None:
             out["int8"] = int8
