@@ -35,12 +35,13 @@ class Component:
     requires: ClassVar[tuple[str, ...]] = ()  # import names of the optional libraries it needs
     extra: ClassVar[str | None] = None  # the pip extra that installs them
     supports: ClassVar[tuple[str, ...]] = ()  # devices and precisions: "cpu", "cuda", "fp32", "int8"...
+    needs_gpu: ClassVar[bool] = False  # unusable without a CUDA GPU visible to torch
 
     def unavailable_reason(self) -> str | None:
         """None when usable on this machine, else why not (a missing library, no GPU...)."""
         missing = [m for m in self.requires if not _importable(m)]
         if not missing:
-            return None
+            return "no CUDA GPU visible to torch" if self.needs_gpu and not _cuda_visible() else None
         install = f"pip install 'edgemm[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
         return f"needs {', '.join(missing)} ({install})"
 
@@ -53,6 +54,12 @@ class Component:
         return {"name": self.name, "description": self.description, "consumes": self.consumes,
                 "produces": self.produces, "supports": list(self.supports),
                 "config": self.config.__name__ if self.config else None, "unavailable": self.unavailable_reason()}
+
+
+def _cuda_visible() -> bool:
+    import torch  # noqa: PLC0415 - only for components that need a GPU (torch is a dependency)
+
+    return torch.cuda.is_available()
 
 
 def _importable(module: str) -> bool:

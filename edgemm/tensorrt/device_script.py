@@ -105,9 +105,10 @@ def tensorrt_version(trtexec: str | None) -> str | None:  # noqa: C901 - four pl
     return None
 
 
-def jetson_release() -> str | None:
+def jetson_release(release_file: Path = TEGRA_RELEASE) -> str | None:
+    """``R36.4.0`` from /etc/nv_tegra_release ("# R36 (release), REVISION: 4.0, ..."), None off Jetson."""
     try:
-        text = TEGRA_RELEASE.read_text(errors="replace")
+        text = release_file.read_text(errors="replace")
     except OSError:
         return None
     found = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)

@@ -2,14 +2,12 @@
 they were built with, and Jetson engines only on the module and JetPack they were built on [TRT §2]."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgemm.errors import EngineMismatch
-
-TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+from edgemm.tensorrt.device_script import jetson_release  # one reader, shared with the standalone bundle script
 
 
 @dataclass(frozen=True)
@@ -39,16 +37,6 @@ def check_engine_key(engine: Path, built: EngineKey, here: EngineKey, rebuild: s
     if diff:
         raise EngineMismatch(f"{engine} was built for another device or TensorRT: {'; '.join(diff)}",
                              f"rebuild it here: {rebuild}")
-
-
-def jetson_release(release_file: Path = TEGRA_RELEASE) -> str | None:
-    """``R36.4.0`` from /etc/nv_tegra_release ("# R36 (release), REVISION: 4.0, ..."), None off Jetson."""
-    try:
-        text = release_file.read_text(errors="replace")
-    except OSError:
-        return None
-    found = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"R{found.group(1)}.{found.group(2)}" if found else None
 
 
 def current_key(precision: str) -> EngineKey:

@@ -48,12 +48,8 @@ class TorchTensorRTTarget(ExportTarget):
     requires = ("torch_tensorrt",)
     extra = "torch-tensorrt"
     supports = ("cuda", "fp32", "fp16")
+    needs_gpu = True
 
-    def unavailable_reason(self) -> str | None:
-        reason = super().unavailable_reason()
-        if reason or torch.cuda.is_available():
-            return reason
-        return "no CUDA GPU visible to torch"
 
     def export(self, model: LoadedModel, out_dir: Path, profile: ExportProfile) -> ExportResult:
         return export_torch_tensorrt(model, out_dir, profile)

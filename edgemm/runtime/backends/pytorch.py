@@ -120,12 +120,8 @@ class TorchCuda(TorchEager):
     description = "PyTorch eager on an NVIDIA GPU: CUDA-event forward times, synchronised latency, peak memory"
     config = CudaOptions
     supports = ("cuda", "fp32", "fp16")
+    needs_gpu = True
 
-    def unavailable_reason(self) -> str | None:
-        reason = super().unavailable_reason()
-        if reason or torch.cuda.is_available():
-            return reason
-        return "no CUDA GPU visible to torch"
 
     def load(self, model, threads=None, options=None) -> Session:
         options = options or self.config()

@@ -94,12 +94,8 @@ class TensorRTBackend(Backend):
     requires = ("tensorrt", "torch")
     extra = "tensorrt"
     supports = ("cuda", "jetson", "fp32", "fp16", "int8")
+    needs_gpu = True
 
-    def unavailable_reason(self) -> str | None:
-        reason = super().unavailable_reason()
-        if reason or torch.cuda.is_available():
-            return reason
-        return "no CUDA GPU visible to torch"
 
     def load(self, model, threads=None, options=None) -> Session:
         return TensorRTSession(model)
