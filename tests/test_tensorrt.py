@@ -352,6 +352,31 @@ def test_export_refuses_a_graph_tensorrt_cannot_take(tmp_path, trained_int8):
     assert (tmp_path / "o" / "compatibility.json").exists()
 
 
+def test_xavier_export_writes_opset_16_without_layernorm(tmp_path):
+    """TensorRT 8.5 (JetPack 5) parses opsets up to 17 and no LayerNormalization: the Xavier profile exports with
+    the legacy exporter at opset 16, validated like any export, and the compatibility check passes."""
+    result = api.export("demo-fusion", target="tensorrt", profile="jetson-xavier-nx", out_dir=tmp_path)
+    assert result.validation.passed
+    fp16 = onnx.load(str(tmp_path / "model.fp16.onnx"))
+    assert fp16.opset_import[0].version == 16 and "LayerNormalization" not in {n.op_type for n in fp16.graph.node}
+    compat = json.loads((tmp_path / "compatibility.json").read_text())
+    assert compat["fp16"]["errors"] == 0 and compat["fp16"]["tensorrt_major"] == 8
+    assert "--fp16" in (tmp_path / "commands.sh").read_text()  # 8.5: weakly typed
+
+
+def test_engines_default_to_the_tensorrt_backend(tmp_path):
+    from edgemm.runtime.session import default_backend
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    (tmp_path / "m.engine.json").write_text(json.dumps({"spec": resolve_model(FACTORY).spec.model_dump(mode="json"),
+                                                        "key": EngineKey("10.3.0", "8.7", None, "fp16").to_dict()}))
+    loaded = resolve_model(str(engine))
+    assert loaded.artifact_kind == "engine" and default_backend(loaded) == "tensorrt"
+    result = runner.invoke(app, ["bench", str(engine), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "backend 'tensorrt' is not usable here" in result.output
+
+
 def test_profiles_commands(tmp_path):
     listed = runner.invoke(app, ["profiles", "list"])
     assert listed.exit_code == 0 and "jetson-orin-nano" in listed.output and "MAXN" in listed.output

@@ -124,7 +124,7 @@ class TorchQuantizer(Quantizer):
 
         tuned = self.tune(model, self.feeds(config, model, ctx), evaluate, config,
                           budget / max(ctx.reference_accuracy, 1e-9))
-        onnx_path = save_onnx(to_onnx_proto(model, ctx.profile.section("onnx").opset, module=tuned), model.spec,
+        onnx_path = save_onnx(to_onnx_proto(model, ctx.profile.section("onnx"), module=tuned), model.spec,
                               ctx.stage_dir / "model.onnx")
         accuracy = ctx.accuracy(Artifact("onnx", onnx_path))
         if accuracy < min_accuracy:  # libraries' tuners return their best model even when it missed

@@ -105,8 +105,11 @@ class Backend(Component):
 BACKENDS: Registry[Backend] = Registry("backend", "edgemm.runtime.backends", entry_points="edgemm.backends")
 
 
+DEFAULT_BACKENDS = {"onnx": "ort-cpu", "engine": "tensorrt", "torch": "torch"}
+
+
 def default_backend(model: "LoadedModel") -> str:
-    return "ort-cpu" if model.artifact_kind == "onnx" else "torch"
+    return DEFAULT_BACKENDS[model.artifact_kind]
 
 
 def load_session(model: "LoadedModel", backend: str | None = None, threads: int | None = None,

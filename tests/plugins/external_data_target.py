@@ -31,7 +31,7 @@ class ExternalDataTarget(ExportTarget):
     def export(self, model, out_dir: Path, profile) -> ExportResult:
         start = time.perf_counter()
         settings: ExternalDataSettings = profile.section(self.name)
-        proto = to_onnx_proto(model, profile.section("onnx").opset)
+        proto = to_onnx_proto(model, profile.section("onnx"))
         onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: model.spec.to_json()})
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.onnx"

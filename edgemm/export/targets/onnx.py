@@ -3,10 +3,12 @@ onnxslim, and validation against PyTorch. Every other target starts from its out
 from __future__ import annotations
 
 import inspect
+import io
 import logging
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -35,6 +37,10 @@ class OnnxSettings(Strict):
     opset: int = Field(18, ge=13, description="ONNX opset for the dynamo exporter; an opset it cannot write (it "
                                               "writes 18 and later for most models) is refused, not replaced")
     simplify: bool = Field(True, description="run onnxslim after export")
+    exporter: Literal["dynamo", "torchscript"] = Field("dynamo", description=(
+        "dynamo: torch.export based, opset 18 and later. torchscript: the legacy tracer, for runtimes that need "
+        "an older opset (TensorRT 8.5 on JetPack 5 parses up to 17 and has no LayerNormalization: opset 16 "
+        "writes it as primitive ops)"))
 
 
 @EXPORT_TARGETS.register
@@ -66,8 +72,9 @@ def dynamic_shapes(spec: ModelSpec, module: Any) -> tuple:
     return (per_input,) if any(p.kind is p.VAR_POSITIONAL for p in params) else per_input
 
 
-def to_onnx_proto(model: LoadedModel, opset: int, module: Any = None) -> Any:
+def to_onnx_proto(model: LoadedModel, settings: OnnxSettings, module: Any = None) -> Any:
     """Export ``module`` (default: the model's own) with the spec's names and dynamic axes."""
+    opset = settings.opset
     # The exporter logs one warning per torchvision op it cannot register; not the user's concern.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     if model.module is None:
@@ -85,22 +92,36 @@ def to_onnx_proto(model: LoadedModel, opset: int, module: Any = None) -> Any:
                              "fix the forward (or the contract's shapes); it must run in eager PyTorch before "
                              "it can be exported") from None
     try:
-        program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=opset, input_names=model.spec.input_names,
-            output_names=model.spec.output_names, dynamic_shapes=dynamic_shapes(model.spec, module), external_data=False,
-            verbose=False)
+        if settings.exporter == "torchscript":
+            proto = _torchscript_export(module, args, model.spec, opset)
+        else:
+            proto = torch.onnx.export(
+                module, args, dynamo=True, opset_version=opset, input_names=model.spec.input_names,
+                output_names=model.spec.output_names, dynamic_shapes=dynamic_shapes(model.spec, module),
+                external_data=False, verbose=False).model_proto
     except Exception as err:  # torch.export raises many types; the message is what helps
         lines = [ln for ln in str(_root_cause(err)).splitlines()
                  if ln.strip() and "full stack trace above" not in ln]  # that trace is not shown
         raise EdgemmError(f"torch.onnx.export failed for {model.source}: {' / '.join(lines[-3:])[:600]}",
                           "make forward() traceable by torch.export (no data-dependent Python control flow); "
                           "see the spec's axis ranges if a dimension was specialised") from None
-    proto = program.model_proto
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:  # the exporter falls back silently; the manifest must not claim the profile's opset
         raise ConfigError(f"the profile asks for ONNX opset {opset}, but torch.onnx wrote opset {written}",
                           f"set onnx.opset to {written} (or another opset this torch can write) in the profile")
     return proto
+
+
+def _torchscript_export(module: Any, args: tuple, spec: ModelSpec, opset: int) -> Any:
+    """The legacy tracer: every named axis of every input and output dynamic, under its contract name."""
+    axes = {i.name: i.dynamic_axes for i in spec.inputs}
+    axes.update({o.name: {k: d for k, d in enumerate(o.shape) if isinstance(d, str)} for o in spec.outputs})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # tracer warnings about Python values are about tracing, not the user
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=opset, input_names=spec.input_names,
+                          output_names=spec.output_names, dynamic_axes=axes)
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -130,7 +151,7 @@ def export_onnx(model: LoadedModel, out_dir: str | Path, profile: ExportProfile)
     for stale in ("manifest.json", ONNX_FILE, REJECTED_FILE, VALIDATION_FILE):
         (out_dir / stale).unlink(missing_ok=True)
     settings: OnnxSettings = profile.section("onnx")
-    proto = to_onnx_proto(model, settings.opset)
+    proto = to_onnx_proto(model, settings)
     nodes_exported = len(proto.graph.node)
     if settings.simplify:
         proto = onnxslim.slim(proto)
