@@ -132,12 +132,15 @@ def test_trtexec_85_is_weakly_typed():
     assert {"--fp16", "--int8", "--buildOnly"} <= set(trtexec_build(_plan(8)))
     fp16 = trtexec_build(_plan(8, "fp16"))
     assert "--fp16" in fp16 and "--int8" not in fp16 and not any("builderOptimizationLevel" in c for c in fp16)
+    assert not {"--fp16", "--int8"} & set(trtexec_build(_plan(8, "fp32")))  # an fp32 build stays fp32
 
 
 def test_trtexec_dla_and_sparsity_flags():
     cmd = trtexec_build(_plan(10, dla={"core": 1, "gpu_fallback": True}, sparsity=True))
     assert {"--useDLACore=1", "--allowGPUFallback", "--sparsity=enable"} <= set(cmd)
-    assert not any(c.startswith("--minShapes") for c in cmd)  # static shapes: no profile flags
+    # The ONNX keeps its dynamic axes: every input's shape is given (trtexec would take 1 for the rest)
+    assert "--minShapes=image:16x1x32x32,audio:16x40x100,text:16x8" in cmd
+    assert "--maxShapes=image:16x1x32x32,audio:16x40x100,text:16x8" in cmd
     bench = trtexec_bench(Path("m.engine"), {"x": (1, 3)}, TensorRTSettings(dla={"core": 1}), Path("t.json"))
     assert "--useDLACore=1" in bench and "--useCudaGraph" not in bench  # DLA cannot be graph-captured
 
@@ -216,6 +219,24 @@ def test_ort_integer_ops_dynamic_axes_without_range_and_old_opsets(tmp_path):
     assert any("TensorRT 8 parses opsets 7-17" in f.reason for f in old.errors)
 
 
+def test_constant_axes_and_fake_quantized_weights_are_accepted(tmp_path):
+    """Legacy (opset 16) exports give Reduce axes through Constant nodes; pytorch-quantization/ModelOpt write
+    per-channel W -> Q -> DQ -> Conv. TensorRT takes both: no error may block them."""
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    s = numpy_helper.from_array(np.full(2, 0.1, np.float32), "s")
+    z = numpy_helper.from_array(np.zeros(2, np.int8), "z")
+    axes = helper.make_tensor("axes_value", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"], name="wq", axis=0),
+             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wdq"], name="wdq", axis=0),
+             helper.make_node("Conv", ["x", "wdq"], ["c"], name="conv"),
+             helper.make_node("Constant", [], ["axes"], name="axes", value=axes),
+             helper.make_node("ReduceSum", ["c", "axes"], ["y"], name="sum")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 4, 4])
+    path = _graph(nodes, [x], [y], [w, s, z], opset=16, path=tmp_path / "fq.onnx")
+    assert check_onnx(path, TensorRTSettings(), axes={"batch"}).findings == []
+
+
 def test_qdq_that_does_not_feed_a_weighted_op_is_a_warning(tmp_path):
     s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     z = numpy_helper.from_array(np.array(0, np.int8), "z")
@@ -272,8 +293,17 @@ def test_bundle_script_refuses_a_changed_graph_and_a_missing_trtexec(bundle, tmp
     import shutil
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
-    done = subprocess.run([sys.executable, str(copy / "build_on_device.py")], capture_output=True, text=True)
-    assert done.returncode == 2 and "trtexec" in done.stderr and "fix:" in done.stderr
+    for args, message in (([], "trtexec"), (["--builder", "trtexec"], "--builder trtexec: trtexec not found"),
+                          (["--set-power-mode", "--dry-run"], "not a Jetson")):
+        done = subprocess.run([sys.executable, str(copy / "build_on_device.py"), *args], capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and message in done.stderr and "fix:" in done.stderr, done.stderr
+    plan = (copy / "build.json").read_text()
+    (copy / "build.json").write_text(plan[: len(plan) // 2])  # truncated
+    done = subprocess.run([sys.executable, str(copy / "build_on_device.py"), "--dry-run"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "missing or unreadable" in done.stderr and "Traceback" not in done.stderr
+    (copy / "build.json").write_text(plan)
     with open(copy / "model.fp16.onnx", "ab") as f:
         f.write(b"\0")
     done = subprocess.run([sys.executable, str(copy / "build_on_device.py"), "--dry-run"], capture_output=True,
@@ -302,6 +332,12 @@ def test_int8_ships_only_where_it_beats_fp16(bundle):
     assert failed["chosen"] == "fp16"
     best = script.decide({**plan, "precision_policy": "best"}, {"int8": timed(1.0, 7.0), "fp16": timed(1.5, 6.0)})
     assert best["chosen"] == "fp16"
+    # int8 timed at batch 1 only (its batch-16 run failed): compared where both ran, never unchecked
+    partial = {"int8": {1: {"latency_ms": [1.0]}}, "fp16": timed(1.5, 6.0)}
+    assert script.decide(plan, partial)["speedup_int8_vs_fp16"] == {"1": 1.5}
+    assert script.decide({**plan, "precision_policy": "best"}, partial)["chosen"] == "int8"
+    apart = {"int8": {1: {"latency_ms": [1.0]}}, "fp16": {16: {"latency_ms": [6.0]}}}
+    assert script.decide(plan, apart)["chosen"] == "fp16"
 
 
 def test_device_report_is_an_edgemm_report(bundle, tmp_path):
@@ -375,6 +411,15 @@ def test_engines_default_to_the_tensorrt_backend(tmp_path):
     assert loaded.artifact_kind == "engine" and default_backend(loaded) == "tensorrt"
     result = runner.invoke(app, ["bench", str(engine), "-o", str(tmp_path / "b")])
     assert result.exit_code == 2 and "backend 'tensorrt' is not usable here" in result.output
+
+
+def test_bench_batch_sizes_outside_the_model_are_refused_before_export(tmp_path):
+    profile = _profile_with(tmp_path, "jetson-orin-nano", **{"tensorrt.shapes": {}, "tensorrt.bench":
+                                                              {"batch_sizes": [64, 128]}})
+    result = runner.invoke(app, ["export", FACTORY, "--target", "tensorrt", "--profile", str(profile),
+                                 "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "none of tensorrt.bench.batch_sizes [64, 128]" in result.output
+    assert not (tmp_path / "o" / "onnx").exists()  # refused before the export ran
 
 
 def test_profiles_commands(tmp_path):

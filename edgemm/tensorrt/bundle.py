@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from edgemm.artifacts import atomic_path, sha256_file, write_json, write_text
+from edgemm.errors import ConfigError
 from edgemm.spec import ModelSpec
 from edgemm.tensorrt.commands import BuildPlan, as_shell, trtexec_bench, trtexec_build
 from edgemm.tensorrt.settings import TensorRTSettings, axis_ranges, shape_ranges
@@ -39,16 +40,27 @@ def bench_shapes(spec: ModelSpec, settings: TensorRTSettings) -> dict[int, dict[
     return out
 
 
+def checked_bench_shapes(spec: ModelSpec, settings: TensorRTSettings) -> dict[int, dict[str, tuple[int, ...]]]:
+    """The shapes to time, refused when no batch size of the profile fits the model (checked before export)."""
+    timed = bench_shapes(spec, settings)
+    if not timed:
+        batch = axis_ranges(spec, settings)["batch"]
+        raise ConfigError(f"none of tensorrt.bench.batch_sizes {settings.bench.batch_sizes} lies in the model's "
+                          f"batch range {batch.min}..{batch.max}", "set tensorrt.bench.batch_sizes inside that range")
+    return timed
+
+
 def plans(spec: ModelSpec, settings: TensorRTSettings, candidates: dict[str, Path]) -> list[BuildPlan]:
     shapes = shape_ranges(spec, settings)
     return [BuildPlan(PurePosixPath(onnx.name), ENGINES / f"model.{precision}.engine", precision,  # type: ignore
-                      shapes, settings, ENGINES / "timing.cache", ENGINES / f"model.{precision}.layers.json")
+                      shapes, settings, ENGINES / "timing.cache", ENGINES / f"model.{precision}.layers.json",
+                      dynamic=bool(spec.axes))
             for precision, onnx in candidates.items()]
 
 
 def plan_json(spec: ModelSpec, profile: Any, settings: TensorRTSettings, candidates: dict[str, Path],
               notes: list[str]) -> dict[str, Any]:
-    timed = bench_shapes(spec, settings)
+    timed = checked_bench_shapes(spec, settings)
     skipped = [b for b in settings.bench.batch_sizes if b not in timed]
     if skipped:
         notes = notes + [f"batch sizes {skipped} lie outside the model's batch range and are not timed"]
@@ -108,7 +120,7 @@ On the device (TensorRT installed; on a Jetson, JetPack brings it and trtexec li
 
     python3 build_on_device.py --dry-run      # what it would run; checks the files
     python3 build_on_device.py                # build, time, keep int8 only where it pays, write the report
-{f"    sudo python3 build_on_device.py --set-power-mode   # switch to {mode} and pin clocks first" if mode else ""}
+{f"    sudo nvpmodel -m ID && sudo jetson_clocks   # the profile's power mode, {mode} (ID: see the dry run)" if mode else ""}
 
 It builds with edgemm's builder when `python3 -c "import edgemm, tensorrt"` works, with trtexec otherwise,
 times each engine with trtexec, and writes `device_report/report.json` (edgemm's report format) and

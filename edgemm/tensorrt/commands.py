@@ -28,10 +28,9 @@ class BuildPlan:
     settings: TensorRTSettings
     timing_cache: PurePath | None = None
     layer_info: PurePath | None = None
-
-    @property
-    def dynamic(self) -> bool:
-        return any(lo != hi for lo, _, hi in self.shapes.values())
+    # The ONNX has dynamic dimensions (edgemm exports every named axis of the contract dynamic). Then every
+    # input needs its shapes given, also when min = opt = max (DLA): trtexec sets unspecified ones to 1.
+    dynamic: bool = True
 
 
 def shape_arg(shapes: dict[str, tuple[int, ...]]) -> str:
@@ -46,7 +45,7 @@ def trtexec_build(plan: BuildPlan) -> list[str]:
     cmd = ["trtexec", f"--onnx={plan.onnx}", f"--saveEngine={plan.engine}"]
     if major == 10:
         cmd.append("--stronglyTyped")
-    elif major == 8:
+    elif major == 8 and plan.precision != "fp32":  # weak typing: the flags allow the precision the graph holds
         cmd += ["--fp16"] + (["--int8"] if plan.precision == "int8" else [])
     if plan.dynamic:
         for flag, which in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):

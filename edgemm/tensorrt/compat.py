@@ -147,14 +147,27 @@ def _restrictions(node: Any, where: str, graph: Any) -> list[Finding]:
         out.append(Finding("error", where, "pooling with dilation != 1 is not supported", "use dilations of 1"))
     if op == "TopK" and _attribute(node, "sorted") == 0:
         out.append(Finding("error", where, "TopK needs sorted=1", "sort the TopK output"))
-    if op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd") and len(node.input) > 1 \
-            and node.input[1] and node.input[1] not in _initializers(graph):
-        out.append(Finding("error", where, f"{op}'s axes must be an initializer", "reduce over constant axes"))
+    if op.startswith("Reduce") and len(node.input) > 1 and node.input[1] and node.input[1] not in _constants(graph):
+        out.append(Finding("error", where, f"{op}'s axes must be a build-time constant", "reduce over constant axes"))
     return out
 
 
 def _initializers(graph: Any) -> dict[str, Any]:
     return {t.name: t for t in graph.initializer}
+
+
+def _constants(graph: Any) -> set[str]:
+    """Tensors known at build time: initializers and Constant outputs (the parser takes both as weights)."""
+    return set(_initializers(graph)) | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+
+
+def _weights(graph: Any) -> set[str]:
+    """Constants, and Q/DQ outputs of constants (fake-quantized weights: W -> Q -> DQ -> Conv)."""
+    weights = _constants(graph)
+    for node in graph.node:  # graph order is topological: a Q's output is seen before its DQ
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] in weights:
+            weights.add(node.output[0])
+    return weights
 
 
 def _types(graph: Any) -> list[Finding]:
@@ -184,6 +197,7 @@ def _quantization(graph: Any) -> list[Finding]:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     constants = {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    weights = _weights(graph)
     found = []
     for i, node in enumerate(graph.node):
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
@@ -207,10 +221,10 @@ def _quantization(graph: Any) -> list[Finding]:
             values = numpy_helper.to_array(scale)
             if np_.any(values <= 0):
                 found.append(Finding("error", where, "scale <= 0", "recalibrate: a scale must be positive"))
-            if values.size > 1 and node.input[0] not in init:
+            if values.size > 1 and node.input[0] not in weights:
                 found.append(Finding("error", where, "per-channel scales on an activation: TensorRT takes them for "
                                      "weights only", "quantize activations per tensor"))
-        if node.op_type == "DequantizeLinear" and node.input[0] not in init:
+        if node.op_type == "DequantizeLinear" and node.input[0] not in weights:
             users = consumers.get(node.output[0], [])
             if users and not any(u.op_type in QDQ_FUSES_INTO for u in users):
                 ops = sorted({u.op_type for u in users})

@@ -148,8 +148,13 @@ def set_power_mode(plan: dict, dry_run: bool) -> list[list[str]]:
         cmds.append(["jetson_clocks"])
     for cmd in cmds:
         say("run:" if not dry_run else "would run:", shlex.join(cmd))
-        if not dry_run and subprocess.run(cmd).returncode != 0:
-            raise Refused(f"{shlex.join(cmd)} failed", "run with sudo, or without --set-power-mode")
+        try:
+            failed = not dry_run and subprocess.run(cmd).returncode != 0
+        except OSError as err:
+            raise Refused(f"{shlex.join(cmd)}: {err.strerror}", "run without --set-power-mode") from None
+        if failed:
+            raise Refused(f"{shlex.join(cmd)} failed", "run it with sudo first, then this script without "
+                                                        "--set-power-mode")
     return cmds
 
 
@@ -247,28 +252,31 @@ def p50(samples: list[float]) -> float:
 
 def decide(plan: dict, timings: dict[str, dict[int, dict]]) -> dict:
     """The engine to ship. int8 must pay for itself: kept only when at least min_int8_speedup faster
-    than fp16 at every timed batch size (ModelOpt's ONNX autotune keeps Q/DQ at >= 1.02x)."""
+    than fp16 at every batch size both were timed at (ModelOpt's ONNX autotune keeps Q/DQ at >= 1.02x)."""
     built = [p for p in timings if timings[p]]
     if not built:
         raise Refused("no engine could be built and timed", "read the logs in device_report/")
     policy, need = plan["precision_policy"], plan["min_int8_speedup"]
+    common = sorted(set.intersection(*(set(timings[p]) for p in built)))
     speedups = {}
     if "int8" in built and "fp16" in built:
-        speedups = {b: p50(timings["fp16"][b]["latency_ms"]) / p50(timings["int8"][b]["latency_ms"])
-                    for b in timings["int8"] if b in timings["fp16"]}
-    largest = max(timings[built[0]])
-    if policy == "best":
-        chosen = min(built, key=lambda p: p50(timings[p][largest]["latency_ms"]))
-        why = f"fastest at batch {largest}"
-    elif policy == "int8" and speedups:
+        speedups = {b: p50(timings["fp16"][b]["latency_ms"]) / p50(timings["int8"][b]["latency_ms"]) for b in common}
+    if len(built) == 1:
+        chosen, why = built[0], "the only engine built and timed"
+    elif not common:
+        chosen = "fp16" if "fp16" in built else built[0]
+        why = "the engines were timed at no common batch size, so they could not be compared"
+    elif policy == "best":
+        chosen = min(built, key=lambda p: p50(timings[p][common[-1]]["latency_ms"]))
+        why = f"fastest at batch {common[-1]}"
+    elif speedups:
         pays = all(s >= need for s in speedups.values())
         chosen = "int8" if pays else "fp16"
         shown = ", ".join(f"batch {b}: {s:.2f}x" for b, s in sorted(speedups.items()))
         why = (f"int8 vs fp16 {shown}: " + (f"pays for itself (>= {need}x)" if pays
                                             else f"below {need}x at some batch size, so fp16 ships"))
     else:
-        chosen = "int8" if "int8" in built else built[0]
-        why = "the only engine built" if len(built) == 1 else f"policy {policy}"
+        chosen, why = built[0], f"policy {policy}"
     return {"chosen": chosen, "why": why, "speedup_int8_vs_fp16": {str(b): s for b, s in speedups.items()},
             "built": built}
 
@@ -314,9 +322,20 @@ def report(plan: dict, timings: dict[str, dict[int, dict]], env: dict, decision:
             "settings": settings, "results": results, "warnings": warnings}
 
 
+def clear_outputs(plan: dict) -> None:
+    for name in ("model.engine", "model.engine.json"):
+        (HERE / name).unlink(missing_ok=True)
+    for c in plan["candidates"]:
+        for name in (c["engine"], c["engine"] + ".json", c["layer_info"]):
+            (HERE / name).unlink(missing_ok=True)
+    if REPORT_DIR.is_dir():
+        shutil.rmtree(REPORT_DIR)
+
+
 def engine_key(env: dict, precision: str) -> dict:
     gpu = env["gpu"] or {}
-    return {"tensorrt": env["tensorrt"], "compute_capability": gpu.get("compute_capability"),
+    version = ".".join(env["tensorrt"].split(".")[:3]) if env["tensorrt"] else None  # X.Y.Z, as edgemm reads it
+    return {"tensorrt": version, "compute_capability": gpu.get("compute_capability"),
             "jetson": env["jetson"], "precision": precision}
 
 
@@ -336,21 +355,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not PLAN.is_file():
-        raise Refused(f"{PLAN} is missing", "run this script from an edgemm TensorRT bundle folder")
-    plan = json.loads(PLAN.read_text())
+    try:
+        plan = json.loads(PLAN.read_text())
+        plan["candidates"], plan["tensorrt_major"]  # noqa: B018 - the keys every step reads
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise Refused(f"{PLAN} is missing or unreadable ({type(err).__name__})",
+                      "run this script from an edgemm TensorRT bundle folder; export the bundle again if it was "
+                      "edited") from None
     check_files(plan)
     trtexec = find_trtexec(args.trtexec)
     with_edgemm = edgemm_builder_available()  # edgemm and TensorRT's Python bindings both importable
     builder = args.builder if args.builder != "auto" else ("edgemm" if with_edgemm else "trtexec")
-    timer = "trtexec" if trtexec else "edgemm"
-    if not args.dry_run and ((trtexec is None and not with_edgemm) or (builder == "edgemm" and not with_edgemm)):
-        raise Refused("neither trtexec (PATH, /usr/src/tensorrt/bin) nor edgemm with TensorRT's Python bindings "
-                      "is available" if builder != "edgemm" else "--builder edgemm needs `import edgemm, tensorrt`",
+    timer = "edgemm" if trtexec is None and with_edgemm else "trtexec"
+    missing = ("--builder edgemm needs `import edgemm, tensorrt`" if builder == "edgemm" and not with_edgemm else
+               "--builder trtexec: trtexec not found" if builder == "trtexec" and trtexec is None else
+               "neither trtexec nor edgemm with TensorRT's Python bindings" if trtexec is None and not with_edgemm
+               else None)
+    if missing and not args.dry_run:
+        raise Refused(f"{missing} (looked in PATH and /usr/src/tensorrt/bin)",
                       "install TensorRT (JetPack ships trtexec in /usr/src/tensorrt/bin) or pass --trtexec PATH")
     version = tensorrt_version(trtexec)
     check_version(plan, version)
     on_jetson = jetson_release() is not None
+    if args.set_power_mode and not (on_jetson and shutil.which("nvpmodel")):
+        raise Refused("--set-power-mode switches a Jetson's nvpmodel mode; this is not a Jetson (or nvpmodel is "
+                      "not on PATH)", "run without --set-power-mode")
     if args.set_power_mode:
         set_power_mode(plan, args.dry_run)
     env = {"tensorrt": version, "jetson": jetson_release(), "timer": timer, "power_mode": power_mode() if on_jetson else None,
@@ -367,9 +396,15 @@ def run(args: argparse.Namespace) -> int:
             say(f"build {c['precision']}:", shlex.join(build_command(c, builder, exe)))
             for batch, cmd in c["bench"].items():
                 say(f"time {c['precision']} batch {batch}:", shlex.join(time_command(cmd, timer, exe)))
+        mode = (plan.get("device") or {}).get("power_mode")
+        if mode:
+            switch = f"sudo nvpmodel -m {mode['nvpmodel_id']} && " if mode.get("nvpmodel_id") is not None else \
+                f"sudo nvpmodel -m <the ID of {mode['name']} in /etc/nvpmodel.conf> && "
+            say("power mode:", f"{mode['name']}: {switch}sudo jetson_clocks (before timing)")
         say("then:", f"keep int8 only if >= {plan['min_int8_speedup']}x faster than fp16 (policy "
                      f"{plan['precision_policy']}); write {REPORT_DIR.name}/report.json and model.engine")
         return 0
+    clear_outputs(plan)  # a failed rerun must not leave the last run's engine and report looking current
     (HERE / "engines").mkdir(exist_ok=True)
     timings: dict[str, dict[int, dict]] = {}
     for c in plan["candidates"]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemm.errors import EngineMismatch
-from edgemm.tensorrt.device_script import jetson_release  # one reader, shared with the standalone bundle script
+from edgemm.tensorrt.device_script import gpu_facts, jetson_release  # shared with the standalone bundle script
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class EngineKey:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EngineKey":
-        return cls(**{k: data.get(k) for k in ("tensorrt", "compute_capability", "jetson", "precision")})
+        key = cls(**{k: data.get(k) for k in ("tensorrt", "compute_capability", "jetson", "precision")})
+        return cls(release(key.tensorrt), key.compute_capability, key.jetson, key.precision)
 
     def differences(self, other: "EngineKey") -> list[str]:
         labels = {"tensorrt": "TensorRT", "compute_capability": "compute capability", "jetson": "Jetson L4T release",
@@ -39,10 +40,15 @@ def check_engine_key(engine: Path, built: EngineKey, here: EngineKey, rebuild: s
                              f"rebuild it here: {rebuild}")
 
 
-def current_key(precision: str) -> EngineKey:
-    """This machine's key: needs TensorRT and a CUDA GPU (through torch)."""
-    import tensorrt as trt  # noqa: PLC0415 - optional extra, only on a device
-    import torch  # noqa: PLC0415
+def release(version: str | None) -> str | None:
+    """X.Y.Z: the Python bindings say 10.3.0, the Debian package 10.3.0.30; one engine, one key."""
+    return ".".join(version.split(".")[:3]) if version else None
 
-    major, minor = torch.cuda.get_device_capability()
-    return EngineKey(trt.__version__, f"{major}.{minor}", jetson_release(), precision)
+
+def current_key(precision: str, compute_capability: str | None = None) -> EngineKey:
+    """This machine's key (needs TensorRT). The compute capability comes from nvidia-smi or torch, else the
+    ``compute_capability`` given (the profile's), so a Jetson with a CPU-only torch still gets one."""
+    import tensorrt as trt  # noqa: PLC0415 - optional extra, only on a device
+
+    gpu = gpu_facts({"device": {"compute_capability": compute_capability}})
+    return EngineKey(release(trt.__version__), gpu["compute_capability"], jetson_release(), precision)

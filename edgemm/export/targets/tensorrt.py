@@ -18,17 +18,17 @@ import time
 from pathlib import Path
 
 from edgemm.artifacts import write_json, write_manifest
-from edgemm.errors import NotDeployable
+from edgemm.errors import LibraryFailed, NotDeployable
 from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
 from edgemm.export.validate import ValidationReport
 from edgemm.export.targets.onnx import export_onnx
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, has_contract
-from edgemm.tensorrt.bundle import PLAN_FILE, SCRIPT_NAME, copy_candidate, write_bundle
+from edgemm.tensorrt.bundle import PLAN_FILE, SCRIPT_NAME, checked_bench_shapes, copy_candidate, write_bundle
 from edgemm.tensorrt.compat import CompatibilityReport, check_onnx
 from edgemm.tensorrt.int8 import has_qdq, quantize_checked, quantized_share, to_fp16
-from edgemm.tensorrt.settings import TensorRTSettings, axis_ranges
+from edgemm.tensorrt.settings import TensorRTSettings
 
 onnx = lazy_import("onnx")
 
@@ -66,9 +66,11 @@ def tensorrt_here() -> str | None:
 def export_tensorrt(model: LoadedModel, out_dir: Path, profile: ExportProfile) -> ExportResult:
     start = time.perf_counter()
     settings: TensorRTSettings = profile.section("tensorrt")
-    axis_ranges(model.spec, settings)  # shape ranges the model cannot take fail before any export
+    checked_bench_shapes(model.spec, settings)  # shapes or batch sizes the model cannot take fail before any export
     for stale in STALE:
         (out_dir / stale).unlink(missing_ok=True)
+    for stale_dir in ("engines", "device_report", "int8-work"):  # an older model's engines and timings
+        shutil.rmtree(out_dir / stale_dir, ignore_errors=True)
     notes: list[str] = []
     fp32, validation = _float_graph(model, out_dir, profile)
     candidates = _candidates(model, fp32, out_dir, profile, notes)
@@ -80,7 +82,10 @@ def export_tensorrt(model: LoadedModel, out_dir: Path, profile: ExportProfile) -
     missing = tensorrt_here()
     built = None
     if missing is None:  # build and time here, with the bundle's own script (one decision rule)
-        subprocess.run([sys.executable, str(out_dir / SCRIPT_NAME)], check=True)
+        if subprocess.run([sys.executable, str(out_dir / SCRIPT_NAME)]).returncode != 0:
+            raise LibraryFailed(f"building or timing the TensorRT engines in {out_dir} failed (its message is above)",
+                                f"read {out_dir / 'device_report'}/*.log; the bundle is complete and can be rebuilt "
+                                f"with python3 {out_dir / SCRIPT_NAME}")
         built = out_dir / "model.engine"
     else:
         notes.append(f"{missing}: wrote a device build bundle; on the device run python3 {SCRIPT_NAME}")

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from edgemm.artifacts import atomic_path, write_json, write_manifest
 from edgemm.config import Strict
-from edgemm.errors import ValidationFailed
+from edgemm.errors import ConfigError, ValidationFailed
 from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
 from edgemm.lazy import lazy_import
@@ -77,6 +77,9 @@ def fallback_ops(compiled: Any) -> dict[str, int]:
 
 def export_torch_tensorrt(model: LoadedModel, out_dir: Path, profile: ExportProfile) -> ExportResult:
     start = time.perf_counter()
+    if profile.precision not in ("fp32", "fp16"):
+        raise ConfigError(f"profile {profile.name!r} asks for {profile.precision}; the torch-tensorrt target builds "
+                          "fp32 or fp16", "for int8, export the compressed Q/DQ graph with --target tensorrt")
     settings: TorchTensorRTSettings = profile.section("torch-tensorrt")
     trt_settings: TensorRTSettings = profile.section("tensorrt")
     ranges = shape_ranges(model.spec, trt_settings)

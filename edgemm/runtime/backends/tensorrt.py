@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemm.errors import ModelLoadError
+from edgemm.errors import InputError, ModelLoadError
 from edgemm.lazy import lazy_import
 from edgemm.runtime.session import BACKENDS, Backend, DeviceStats, Session, file_bytes
 from edgemm.tensorrt.engine_key import EngineKey, check_engine_key, current_key
@@ -33,7 +33,10 @@ class TensorRTSession(Session):
         check_engine_key(path, built, current_key(built.precision),
                          f"python3 build_on_device.py in the bundle {path.parent} (or edgemm export --target tensorrt)")
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
+        runtime = trt.Runtime(self.logger)
+        if sidecar.get("dla_core") is not None:  # set before deserialising a DLA engine [TRT §2]
+            runtime.DLA_core = sidecar["dla_core"]
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ModelLoadError(f"TensorRT could not load {path} (see its log above)", "rebuild the engine here")
         self.context = self.engine.create_execution_context()
@@ -45,13 +48,21 @@ class TensorRTSession(Session):
         self._events: list[tuple[Any, Any]] | None = None
 
     def _dtype(self, name: str) -> Any:
-        return getattr(torch, TORCH_DTYPES[self.engine.get_tensor_dtype(name).name])
+        kind = self.engine.get_tensor_dtype(name).name
+        if kind not in TORCH_DTYPES:
+            raise ModelLoadError(f"engine tensor {name!r} is {kind}, which edgemm cannot feed or read",
+                                 "export the model with float32/float16/int64 inputs and outputs")
+        return getattr(torch, TORCH_DTYPES[kind])
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keep = []  # device buffers live until the stream is done with them
         for name in self.inputs:
             tensor = torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device, self._dtype(name))
-            self.context.set_input_shape(name, tuple(tensor.shape))
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                low, _, high = self.engine.get_tensor_profile_shape(name, 0)
+                raise InputError(f"input {name!r} of shape {tuple(tensor.shape)} lies outside the engine's "
+                                 f"optimization profile {tuple(low)} .. {tuple(high)}",
+                                 "feed shapes inside the profile, or rebuild with wider tensorrt.shapes")
             self.context.set_tensor_address(name, tensor.data_ptr())
             keep.append(tensor)
         outputs = {}
@@ -59,6 +70,7 @@ class TensorRTSession(Session):
             out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device=self.device)
             self.context.set_tensor_address(name, out.data_ptr())
             outputs[name] = out
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the copies above ran on that stream
         with torch.cuda.stream(self.stream):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record(self.stream)
