@@ -377,3 +377,15 @@ def test_reduce_range_follows_the_quantizing_cpu(monkeypatch, flags, machine, se
     scheme = load_profile("x86-cpu").quantization.model_copy(update={"reduce_range": setting})
     assert scheme.reduces_range() is expected
     assert load_profile("tensorrt-gpu").quantization.reduces_range() is False
+
+
+def test_compress_for_a_jetson_gives_a_graph_tensorrt_takes(trained_demo, tmp_path):
+    """--profile replaces the recipe's target: the quantize stage then uses the Jetson's symmetric int8 scheme,
+    and the final graph passes the TensorRT check that the x86 scheme (uint8, asymmetric) fails."""
+    from edgemm.api import inspect
+
+    result = compress(str(trained_demo), _recipe(stages=("quantize",)), tmp_path, batch_sizes=(1,), timing=FAST,
+                      log=lambda _m: None, profile="jetson-orin-nano")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["recipe"]["target"] == "jetson-orin-nano"
+    assert not inspect(result.final, profile="jetson-orin-nano").errors

@@ -91,6 +91,8 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="run director
 @option_group(TimingSettings, "timing", defaults=TimingSettings.for_compress())
 def compress(model: Annotated[Optional[str], typer.Argument(help="trained model; default: the demo's, trained if needed")] = None,
              recipe: Annotated[Optional[str], typer.Option(help=f"recipe name ({', '.join(available_recipes())}) or YAML path")] = None,
+             profile: Annotated[Optional[str], typer.Option(help="export profile to compress for (int8 scheme, "
+                                                            "round_to, validation); default: the recipe's target")] = None,
              data: DataOpt = None, weights: WeightsOpt = None,
              out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/compress"),
              threads: Annotated[int, typer.Option(min=1, help="threads for latency figures")] = 1,
@@ -101,7 +103,7 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
     with step_progress() as progress:
         if model is None:
             model = demo_model(progress)
-        result = api.compress(model, recipe, out_dir, data=data, weights=weights, threads=threads,
+        result = api.compress(model, recipe, out_dir, data=data, weights=weights, threads=threads, profile=profile,
                               batch_sizes=tuple(batch_size), timing=timing, log=log,
                               progress=progress)
     out.print(tables.bench_table(result.report, result.labels))

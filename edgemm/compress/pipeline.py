@@ -36,8 +36,12 @@ class CompressResult:
 def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir: str | Path = "runs/compress", *,
              data: str | None = None, weights: str | Path | None = None, threads: int | None = 1, batch_sizes: tuple[int, ...] = (1, 16),
              timing: TimingSettings | None = None, log: Callable[[str], None] = print,
-             progress: Callable | None = None) -> CompressResult:
+             progress: Callable | None = None, profile: str | None = None) -> CompressResult:
+    """``profile`` replaces the recipe's ``target`` (the export profile whose scheme, round_to and
+    validation the stages read), so one recipe serves a CPU and a Jetson."""
     recipe = recipe if isinstance(recipe, RecipeBase) else load_recipe(recipe)
+    if profile is not None:
+        recipe = recipe.model_copy(update={"target": profile})
     profile = load_profile(recipe.target)
     teacher = resolve_model(model, weights)
     if teacher.module is None:
