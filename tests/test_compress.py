@@ -145,6 +145,36 @@ def _tower_sensitive_accuracy(path: Path) -> float:
     return 0.90 - sum(PENALTY[t] for t in _quantized_towers(path))
 
 
+# What quantizing each tower saves, in ms, in this test's stand-in timer: audio's int8 costs time (its Q/DQ
+# transitions outweigh its small convs), the fusion head's saves too little to matter.
+SAVING = {"text": 0.5, "image": 0.8, "audio": -0.3, FUSION: 0.02}
+
+
+def _planted_ms(path: Path) -> float:
+    return 10.0 - sum(SAVING[t] for t in _quantized_towers(path))
+
+
+def test_speed_fallback_keeps_int8_only_where_it_pays(fallback_inputs, tmp_path):
+    from edgemm.compress.speed import SpeedSettings, keep_int8_where_it_pays
+    from edgemm.models.graph_towers import nodes_by_tower
+
+    fp32, feeds = fallback_inputs
+    ort, config = QUANTIZERS.get("ort"), _ort_config()
+    outcome = _fallback(fp32, tmp_path, feeds, lambda _p: 1.0, 0.0)  # every tower int8 passes the gate
+    assert _quantized_towers(outcome.path) == {"text", "image", "audio", FUSION}
+    groups = nodes_by_tower(onnx.load(str(ort.prepare(fp32, tmp_path))), X86.op_types)
+
+    def quantize(out: Path, keep_float: list[str]) -> Path:
+        return ort.quantize(fp32, out, feeds, X86, config, keep_float)
+
+    path, kept, decisions = keep_int8_where_it_pays(outcome.path, outcome.kept_float, groups, quantize, tmp_path,
+                                                    SpeedSettings(), lambda a, b: (_planted_ms(a), _planted_ms(b)))
+    assert {d.tower: d.kept for d in decisions} == {"text": "int8", "image": "int8", "audio": "float", FUSION: "float"}
+    assert _quantized_towers(path) == {"text", "image"} and set(groups["audio"]) <= set(kept)
+    audio = next(d for d in decisions if d.tower == "audio")
+    assert audio.float_ms == pytest.approx(audio.int8_ms - 0.3) and audio.speedup < 1
+
+
 @pytest.fixture
 def fallback_inputs(trained_onnx, tmp_path):
     spec = resolve_model(str(trained_onnx)).spec
@@ -228,7 +258,7 @@ def test_torch_side_quantizer_may_follow_pruning():
 def _recipe(stages=("prune", "distill", "quantize"), **gates):
     """A quick recipe; the accuracy gate is loose because these tests check the plumbing, not the numbers."""
     configs = {"prune": {"stage": "prune", "ratio": 0.3}, "distill": {"stage": "distill", "epochs": 1, "max_steps": 30},
-               "quantize": {"stage": "quantize", "calibration_samples": 128}}
+               "quantize": {"stage": "quantize", "calibration_samples": 128, "speed": {"enabled": False}}}
     return recipe_model().model_validate({
         "name": "small", "target": "x86-cpu", "gates": {"split": "val", "max_accuracy_drop": 15.0, **gates},
         "stages": [configs[s] for s in stages]})
@@ -389,3 +419,19 @@ def test_compress_for_a_jetson_gives_a_graph_tensorrt_takes(trained_demo, tmp_pa
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["config"]["recipe"]["target"] == "jetson-orin-nano"
     assert not inspect(result.final, profile="jetson-orin-nano").errors
+
+
+def test_speed_fallback_never_ends_slower_than_it_started(tmp_path):
+    """Machine drift between one-tower comparisons can add up: when the float placements together time slower
+    than the graph the accuracy fallback returned, that graph is kept and every tower stays int8."""
+    from edgemm.compress.speed import SpeedSettings, keep_int8_where_it_pays
+
+    def quantize(out: Path, keep: list[str]) -> Path:
+        out.write_text(",".join(keep))
+        return out
+
+    start = quantize(tmp_path / "start.onnx", [])
+    answers = iter([(10.0, 9.95), (9.95, 9.9), (10.0, 10.4)])  # a: float 0.5 % faster, b: too; together: slower
+    path, kept, decisions = keep_int8_where_it_pays(start, [], {"a": ["a1", "a2"], "b": ["b1"]}, quantize, tmp_path,
+                                                    SpeedSettings(), lambda _a, _b: next(answers))
+    assert path == start and kept == [] and [d.kept for d in decisions] == ["int8", "int8"]

@@ -48,6 +48,7 @@ class QuantizeOutcome:
     accuracy: float
     attempts: list[Attempt] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
+    kept_float: list[str] = field(default_factory=list)  # nodes of ``path`` kept in float
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "sensitivity": self.sensitivity,
@@ -102,7 +103,7 @@ def quantize_with_fallback(fp32: Path, graph: Path, work_dir: Path, quantize: Qu
             kept += batch
             path, acc = attempt(kept, f"keep nodes {batch} in float")
             tries += 1
-    outcome = QuantizeOutcome(path, acc, attempts, sensitivity)
+    outcome = QuantizeOutcome(path, acc, attempts, sensitivity, sorted(set(kept)))
     if acc < min_accuracy:
         raise GateFailed(_failure_text(outcome, min_accuracy),
                          "raise fallback.max_tries, add towers to keep_float, or loosen the recipe's gate")

@@ -22,11 +22,14 @@ from pydantic import Field
 
 from edgemm.compress.calibration import calibration_feeds
 from edgemm.compress.fallback import FallbackSettings, quantize_with_fallback
+from edgemm.compress.speed import SpeedSettings, batch_feed, keep_int8_where_it_pays, ort_time_pair
+from edgemm.compress.speed import to_dict as speed_to_dict
 from edgemm.compress.stage import Artifact, Context, StageConfig
 from edgemm.errors import GateFailed
 from edgemm.export.profiles import QuantizationSettings
 from edgemm.export.targets.onnx import save_onnx, to_onnx_proto
 from edgemm.lazy import lazy_import
+from edgemm.models.graph_towers import nodes_by_tower
 from edgemm.models.registry import LoadedModel
 from edgemm.registry import Component, Registry
 from edgemm.runtime.backends.pytorch import TorchSession
@@ -45,6 +48,7 @@ class QuantizeConfig(StageConfig):
     keep_float: list[str] = Field(default_factory=list, description="towers kept in float (the contract's tower "
                                                                  "names: an input's name unless it sets tower)")
     fallback: FallbackSettings = FallbackSettings()
+    speed: SpeedSettings = SpeedSettings()
 
 
 class Quantizer(Component):
@@ -93,14 +97,24 @@ class OnnxQuantizer(Quantizer):
             return self.quantize(artifact.path, out, feeds, scheme, config, keep_float)
 
         min_accuracy = ctx.reference_accuracy - ctx.allowed_drop(config.max_accuracy_drop)
-        outcome = quantize_with_fallback(artifact.path, self.prepare(artifact.path, work), work, quantize,
-                                         scheme.op_types, config.keep_float, config.fallback, feeds, evaluate,
-                                         min_accuracy, log=ctx.log,
-                                         tower_of={i.name: i.tower_name for i in model.spec.inputs})
-        final = save_onnx(onnx.load(str(outcome.path)), model.spec, ctx.stage_dir / "model.onnx")
+        prepared, tower_of = self.prepare(artifact.path, work), {i.name: i.tower_name for i in model.spec.inputs}
+        outcome = quantize_with_fallback(artifact.path, prepared, work, quantize, scheme.op_types, config.keep_float,
+                                         config.fallback, feeds, evaluate, min_accuracy, log=ctx.log,
+                                         tower_of=tower_of)
+        chosen, speed = outcome.path, []
+        if config.speed.enabled:
+            groups = nodes_by_tower(onnx.load(str(prepared)), scheme.op_types, tower_of)
+            timer = ort_time_pair(batch_feed(feeds, config.speed.batch_size), config.speed.seconds)
+            chosen, _, speed = keep_int8_where_it_pays(outcome.path, outcome.kept_float, groups, quantize, work,
+                                                       config.speed, timer, log=ctx.log)
+            if chosen != outcome.path and evaluate(chosen) < min_accuracy:  # more float, yet worse: keep the first
+                ctx.log("speed: the faster placement misses the accuracy gate; keeping the accuracy fallback's")
+                chosen = outcome.path
+        final = save_onnx(onnx.load(str(chosen)), model.spec, ctx.stage_dir / "model.onnx")
         shutil.rmtree(work, ignore_errors=True)
         scheme_used = {**scheme.model_dump(), "reduce_range": scheme.reduces_range()}  # "auto" as resolved here
-        return Artifact("onnx", final), {"scheme": scheme_used, "backend": self.name, **outcome.to_dict()}
+        return Artifact("onnx", final), {"scheme": scheme_used, "backend": self.name, **outcome.to_dict(),
+                                         "speed": speed_to_dict(speed)}
 
 
 class TorchQuantizer(Quantizer):

@@ -1,0 +1,106 @@
+"""Speed-aware fallback: int8 is kept only where it pays.
+
+After the accuracy fallback has found a graph that meets the gate, each tower still in int8 is tried in
+float: the graph with that tower's Conv/MatMul/Gemm kept float is timed against the current graph
+(ONNX Runtime CPU, the stage's batch size, 1 thread, alternating rounds, medians). A tower whose int8
+is less than ``min_speedup`` faster (ModelOpt's ONNX autotune keeps Q/DQ at >= 1.02x) goes back to
+float: its Q/DQ only cost time (int8<->float transitions around small ops). The same rule decides int8
+vs fp16 for TensorRT on the device (the bundle's script).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from pydantic import Field
+
+from edgemm.config import Strict
+from edgemm.lazy import lazy_import
+
+ort = lazy_import("onnxruntime")
+
+QuantizeFn = Callable[[Path, list[str]], Path]  # (output path, nodes kept in float) -> quantized graph
+TimePair = Callable[[Path, Path], tuple[float, float]]  # two graphs -> their median latencies (ms)
+
+
+class SpeedSettings(Strict):
+    """The ``speed:`` key of a quantize stage."""
+
+    enabled: bool = Field(True, description="time each int8 tower against float and keep int8 only where it pays")
+    min_speedup: float = Field(1.02, ge=1.0, description="int8 must be at least this much faster than float")
+    batch_size: int = Field(1, ge=1, description="batch size the towers are timed at (edge: 1)")
+    seconds: float = Field(1.0, gt=0, description="timed seconds per graph and comparison")
+
+
+@dataclass
+class TowerSpeed:
+    tower: str
+    int8_ms: float
+    float_ms: float
+    kept: str  # "int8" or "float"
+
+    @property
+    def speedup(self) -> float:
+        return self.float_ms / self.int8_ms
+
+
+def keep_int8_where_it_pays(path: Path, kept: list[str], groups: dict[str, list[str]], quantize: QuantizeFn,
+                            work_dir: Path, settings: SpeedSettings, time_pair: TimePair,
+                            log: Callable[[str], None] = lambda _m: None) -> tuple[Path, list[str], list[TowerSpeed]]:
+    """Each tower with int8 nodes, largest first, tried in float; returns the graph, the nodes kept in float
+    and what was measured per tower."""
+    decisions: list[TowerSpeed] = []
+    start, start_kept, kept = path, list(kept), list(kept)
+    int8_towers = [t for t in sorted(groups, key=lambda t: -len(groups[t])) if set(groups[t]) - set(kept)]
+    for tower in int8_towers:
+        trial = quantize(work_dir / f"speed-{tower}.onnx", sorted(set(kept) | set(groups[tower])))
+        int8_ms, float_ms = time_pair(path, trial)
+        pays = float_ms / int8_ms >= settings.min_speedup
+        decisions.append(TowerSpeed(tower, int8_ms, float_ms, "int8" if pays else "float"))
+        log(f"speed '{tower}': int8 {int8_ms:.3f} ms vs float {float_ms:.3f} ms ({float_ms / int8_ms:.2f}x): "
+            + ("int8 pays" if pays else f"below {settings.min_speedup}x, kept in float"))
+        if not pays:
+            path, kept = trial, sorted(set(kept) | set(groups[tower]))
+    if path != start:  # one tower at a time can drift with machine noise: never end slower than the start
+        start_ms, end_ms = time_pair(start, path)
+        if end_ms > start_ms:
+            log(f"speed: the float placements together ran {end_ms:.3f} ms vs {start_ms:.3f} ms: keeping int8 there")
+            return start, start_kept, [TowerSpeed(d.tower, d.int8_ms, d.float_ms, "int8") for d in decisions]
+    return path, kept, decisions
+
+
+def ort_time_pair(feed: dict[str, np.ndarray], seconds: float) -> TimePair:
+    """Median latency of two graphs on ONNX Runtime CPU, 1 thread, timed call by call in alternation so
+    machine noise falls on both."""
+
+    def session(path: Path):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def time_pair(a: Path, b: Path) -> tuple[float, float]:
+        sessions = (session(a), session(b))
+        samples: tuple[list[float], list[float]] = ([], [])
+        for s in sessions:
+            s.run(None, feed)  # warm-up: first-call allocations and pre-packing
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or len(samples[0]) < 5:  # call by call, A B A B: drift falls on both
+            for s, out in zip(sessions, samples):
+                begin = time.perf_counter()
+                s.run(None, feed)
+                out.append(1000 * (time.perf_counter() - begin))
+        return float(np.median(samples[0])), float(np.median(samples[1]))
+
+    return time_pair
+
+
+def batch_feed(feeds: list[dict[str, np.ndarray]], batch_size: int) -> dict[str, np.ndarray]:
+    """The first ``batch_size`` calibration samples (real inputs of every modality)."""
+    return {name: array[:batch_size] for name, array in feeds[0].items()}
+
+
+def to_dict(decisions: list[TowerSpeed]) -> list[dict]:
+    return [{**asdict(d), "speedup": round(d.speedup, 3)} for d in decisions]
