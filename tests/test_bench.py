@@ -344,3 +344,21 @@ def test_gemm_peak_graph_loads_in_an_older_onnxruntime():
     model = gemm_model("MatMul", np.ones((2, 3), np.float32), np.ones((3, 4), np.float32))
     assert model.ir_version == 8  # opset 18's IR version: read by every onnxruntime that runs opset 18
     assert model.opset_import[0].version == 18
+
+
+def test_onnx_runtime_options_come_from_the_export_profile_and_are_recorded(tmp_path, monkeypatch):
+    """A deployment is timed with its profile's ONNX Runtime options, and the report says which were used."""
+    from edgemm.api import export
+    from edgemm.bench.runner import run_bench as bench_run
+
+    monkeypatch.chdir(tmp_path)  # ./export_profiles is searched first
+    (tmp_path / "export_profiles").mkdir()
+    (tmp_path / "export_profiles" / "edge-box.yaml").write_text(
+        "name: edge-box\ntarget: onnx\nort: {allow_spinning: false, memory_pattern: false}\n")
+    onnx_path = export("tests.fixtures.user_models:build", profile="edge-box", out_dir=tmp_path / "e").path
+    report = bench_run([str(onnx_path), "tests.fixtures.user_models:build"], batch_sizes=(1,), threads=1, splits=(),
+                       timing=TimingSettings(warmup=1, min_iterations=3, min_seconds=0, rounds=1))
+    ort_row, torch_row = report.results
+    assert ort_row.runtime_options == {"graph_optimization_level": "all", "allow_spinning": False,
+                                       "memory_pattern": False, "prepacking": True}
+    assert torch_row.runtime_options == {}

@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from edgemm.bench.breakdown import can_break_down, modality_breakdown
+from edgemm.export.profiles import available_profiles, load_profile
 from edgemm.bench.cost import engine_precision, gemm_peaks, onnx_flops, onnx_precision, torch_flops, torch_precision
 from edgemm.bench.guards import warnings_for
 from edgemm.bench.latency import Latency, TimingSettings, measure
@@ -86,12 +87,23 @@ def load_targets(refs: list[str], backends: list[str] | None, threads: int,
                 raise ConfigError(f"{model.source} on {backend} is already in this run (same artifact bytes)",
                                   "give each artifact once")
             before = rss_mb()
-            session = load_session(model, backend, threads)
+            session = load_session(model, backend, threads, profile_options(model, backend))
             target = BenchTarget(model, session, name, digest, with_data(model, dataset).spec.dataset)
             target.result = _describe(target)
+            target.result.runtime_options = dict(session.options_used)
             target.result.memory["load_rss_mb"] = round(rss_mb() - before, 2)
             targets.append(target)
     return targets
+
+
+def profile_options(model: LoadedModel, backend: str) -> Any:
+    """The ONNX Runtime options of the profile an ONNX artifact was exported with (its ``edgemm.profile``
+    metadata), so a deployment is timed as it will run; None (the backend's defaults) otherwise."""
+    if model.onnx_path is None or not backend.startswith("ort"):
+        return None
+    props = {p.key: p.value for p in onnx.load(str(model.onnx_path), load_external_data=False).metadata_props}
+    name = props.get("edgemm.profile")
+    return load_profile(name).ort if name in available_profiles() else None
 
 
 def _describe(target: BenchTarget) -> Result:

@@ -77,6 +77,8 @@ class Result(BaseModel):
     latency: list[Latency] = Field(default_factory=list)
     breakdown: Breakdown | None = None
     profile: OpProfile | None = None
+    runtime_options: dict[str, Any] = Field(default_factory=dict, description="backend options the session ran "
+                                            "with (ONNX Runtime: optimisation level, spinning, memory pattern...)")
     engine_layers: dict[str, Any] | None = Field(None, description="TensorRT engines: the engine's own layer "
                                                  "information (IEngineInspector, JSON): kernels, precisions")
 

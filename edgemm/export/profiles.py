@@ -18,6 +18,7 @@ from edgemm.export.device import DeviceFacts
 from edgemm.errors import ConfigError
 from edgemm.export.registry import EXPORT_TARGETS
 from edgemm.export.validate import ValidationSettings
+from edgemm.runtime.backends.ort import OrtOptions
 
 PACKAGED = Path(__file__).resolve().parent.parent / "export_profiles"  # wheel copy (see pyproject)
 SOURCE_TREE = Path(__file__).resolve().parents[2] / "export_profiles"
@@ -58,6 +59,8 @@ class ExportProfile(Strict):
         "best = fp16 and int8 both built, the faster kept"))
     device: DeviceFacts | None = Field(None, description="the device: public figures for roofline efficiency, "
                                                          "Jetson power mode to benchmark in")
+    ort: OrtOptions = Field(OrtOptions(), description="ONNX Runtime session options for artifacts exported with "
+                                                      "this profile (bench applies them to the ort backends)")
     validation: ValidationSettings = ValidationSettings()
     quantization: QuantizationSettings = QuantizationSettings()
     pruning: PruningSettings = PruningSettings()

@@ -39,6 +39,7 @@ class Session(ABC):
     spec: "ModelSpec"
     device: str = "cpu"
     artifact_bytes: int | None = None
+    options_used: dict[str, Any] = {}  # the backend options this session runs with (recorded in reports)
 
     # What to do when the model itself fails on inputs that match its contract.
     run_failure_hint: ClassVar[str] = "check the model on these inputs in Python; fix the model or its contract"

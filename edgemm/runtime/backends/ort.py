@@ -19,8 +19,16 @@ OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC"
 
 
 class OrtOptions(Strict):
+    """ONNX Runtime session options that matter at batch 1 on an edge CPU; a profile's ``ort:`` section sets
+    them for the artifacts exported with it, and every report records the ones used."""
+
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="ONNX Runtime graph optimisations applied when the session is created")
+    allow_spinning: bool = Field(True, description="intra-op threads spin-wait for work: lower latency, "
+                                                   "busy cores (off on a shared or battery-powered device)")
+    memory_pattern: bool = Field(True, description="plan buffer reuse from the first run's shapes "
+                                                   "(helps fixed shapes; dynamic shapes re-plan)")
+    prepacking: bool = Field(True, description="pre-pack constant weights into the kernels' layout at load")
 
 
 class OrtSession(Session):
@@ -34,6 +42,10 @@ class OrtSession(Session):
             settings.inter_op_num_threads = 1
         settings.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                     OPTIMIZATION_LEVELS[options.graph_optimization_level])
+        settings.enable_mem_pattern = options.memory_pattern
+        settings.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+        settings.add_session_config_entry("session.disable_prepacking", "0" if options.prepacking else "1")
+        self.options_used = options.model_dump()
         try:
             self.session = ort.InferenceSession(str(model.onnx_path), settings, providers=providers)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph types
