@@ -110,7 +110,8 @@ def test_int8_per_tower_static_image_dynamic_text(own_folder, tmp_path):
     from edgemm.bench.latency import TimingSettings
     from edgemm.compress.recipe import recipe_model
     recipe = recipe_model().model_validate({"name": "per-tower", "gates": {"max_accuracy_drop": 100}, "stages": [
-        {"stage": "quantize", "calibration_samples": 32, "tower_modes": {"text": "dynamic"}}]})
+        {"stage": "quantize", "calibration_samples": 32, "tower_modes": {"text": "dynamic"},
+         "speed": {"enabled": False}}]})  # the placement itself is under test, not whether it pays here
     result = api.compress(OWN, recipe, tmp_path / "c", data=str(own_folder), batch_sizes=(1,),
                           timing=TimingSettings(warmup=1, min_iterations=3, min_seconds=0.0, rounds=1), log=lambda _m: None)
     graph = onnx.load(str(result.final))
