@@ -422,8 +422,8 @@ def test_compress_for_a_jetson_gives_a_graph_tensorrt_takes(trained_demo, tmp_pa
 
 
 def test_speed_fallback_never_ends_slower_than_it_started(tmp_path):
-    """Machine drift between one-tower comparisons can add up: when the float placements together time slower
-    than the graph the accuracy fallback returned, that graph is kept and every tower stays int8."""
+    """Machine drift between one-tower comparisons can add up: when the graph the accuracy fallback returned is
+    faster than the float placements together by the same margin, it is kept and every tower stays int8."""
     from edgemm.compress.speed import SpeedSettings, keep_int8_where_it_pays
 
     def quantize(out: Path, keep: list[str]) -> Path:
