@@ -44,10 +44,6 @@ DataOpt = Annotated[Optional[str], typer.Option(
 ProfileOpt = Annotated[str, typer.Option(help="name in export_profiles/ (`edgemm profiles list`) or a YAML path")]
 
 
-app.add_typer(deploy.profiles_app, name="profiles")
-app.command()(deploy.inspect)
-
-
 @app.callback()
 def settings(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of unexpected errors "
                                                                  "(also EDGEMM_DEBUG=1)")] = False,
@@ -122,8 +118,7 @@ def export(model: ModelArg,
                                                           "a YAML path; default: the target's generic profile")] = None,
            out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/export"),
            weights: WeightsOpt = None, data: DataOpt = None) -> None:
-    """Export (ONNX: dynamic axes, onnxslim) and validate against PyTorch on held-out samples; TensorRT:
-    engines where TensorRT runs, else a bundle that builds them on the device. MODEL `demo`: the demo's."""
+    """Export: ONNX validated against PyTorch; TensorRT engines, or a bundle that builds them on the device."""
     if model == "demo" and not Path(model).exists():
         with step_progress() as progress:
             model = demo_model(progress)
@@ -263,6 +258,10 @@ def list_components(kind: Annotated[Optional[str], typer.Argument(
         return
     for name, entries in api.components(kind).items():
         out.print(tables.components_table(name, entries))
+
+
+app.command()(deploy.inspect)  # after export in --help
+app.add_typer(deploy.profiles_app, name="profiles")
 
 
 def main() -> None:
