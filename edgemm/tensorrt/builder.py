@@ -168,7 +168,8 @@ def build_from_bundle(plan_file: Path, precision: str) -> BuiltEngine:
         spec = ModelSpec.model_validate(data["spec"])
     except (OSError, ValueError, KeyError, TypeError) as err:  # JSON, YAML and pydantic errors included
         raise EdgemmError(f"{plan_file.parent} is not a readable edgemm bundle ({type(err).__name__}: "
-                          f"{str(err)[:200]})", "export the bundle again with edgemm export --target tensorrt") from None
+                          f"{str(err)[:200]})",
+                          "export the bundle again with edgemm export --target tensorrt") from None
     if entry is None:
         raise EdgemmError(f"{plan_file} has no {precision} candidate",
                           f"choose one of {[c['precision'] for c in data['candidates']]}")

@@ -332,10 +332,14 @@ def clear_outputs(plan: dict) -> None:
         shutil.rmtree(REPORT_DIR)
 
 
+def release(version: str | None) -> str | None:
+    """X.Y.Z: the Python bindings say 10.3.0, the Debian package 10.3.0.30; one engine, one key."""
+    return ".".join(version.split(".")[:3]) if version else None
+
+
 def engine_key(env: dict, precision: str) -> dict:
     gpu = env["gpu"] or {}
-    version = ".".join(env["tensorrt"].split(".")[:3]) if env["tensorrt"] else None  # X.Y.Z, as edgemm reads it
-    return {"tensorrt": version, "compute_capability": gpu.get("compute_capability"),
+    return {"tensorrt": release(env["tensorrt"]), "compute_capability": gpu.get("compute_capability"),
             "jetson": env["jetson"], "precision": precision}
 
 
@@ -382,7 +386,8 @@ def run(args: argparse.Namespace) -> int:
                       "not on PATH)", "run without --set-power-mode")
     if args.set_power_mode:
         set_power_mode(plan, args.dry_run)
-    env = {"tensorrt": version, "jetson": jetson_release(), "timer": timer, "power_mode": power_mode() if on_jetson else None,
+    env = {"tensorrt": version, "jetson": jetson_release(), "timer": timer,
+           "power_mode": power_mode() if on_jetson else None,
            "gpu": gpu_facts(plan) if not args.dry_run else None}
     wanted = ((plan.get("device") or {}).get("power_mode") or {}).get("name")
     if on_jetson and wanted and env["power_mode"] != wanted:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemm.errors import EngineMismatch
-from edgemm.tensorrt.device_script import gpu_facts, jetson_release  # shared with the standalone bundle script
+from edgemm.tensorrt.device_script import gpu_facts, jetson_release, release  # shared with the standalone bundle script
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ def check_engine_key(engine: Path, built: EngineKey, here: EngineKey, rebuild: s
     if diff:
         raise EngineMismatch(f"{engine} was built for another device or TensorRT: {'; '.join(diff)}",
                              f"rebuild it here: {rebuild}")
-
-
-def release(version: str | None) -> str | None:
-    """X.Y.Z: the Python bindings say 10.3.0, the Debian package 10.3.0.30; one engine, one key."""
-    return ".".join(version.split(".")[:3]) if version else None
 
 
 def current_key(precision: str, compute_capability: str | None = None) -> EngineKey:

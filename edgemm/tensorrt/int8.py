@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgemm.data.datasets import load_split
+from edgemm.data.datasets import find_source, load_split
 from edgemm.errors import EdgemmError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel
@@ -22,11 +22,6 @@ from edgemm.spec import ModelSpec
 onnx = lazy_import("onnx")
 
 CALIBRATION_SAMPLES = 256
-
-
-def has_qdq(path: Path) -> bool:
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
 
 
 WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -64,7 +59,7 @@ def quantize_checked(model: LoadedModel, fp32: Path, out: Path, profile, notes: 
     work = out.parent / "int8-work"
     work.mkdir(parents=True, exist_ok=True)
     try:
-        split = "train" if "train" in _splits(spec.dataset) else profile.validation.split
+        split = "train" if "train" in find_source(spec.dataset).splits_for(spec.dataset) else profile.validation.split
         feeds = calibration_feeds(spec, spec.dataset, split, CALIBRATION_SAMPLES)
         quantizer, config = QUANTIZERS.get("ort"), OrtQuantizeConfig(stage="quantize", backend="ort", mode="static")
         score, what = _scorer(fp32, spec, profile.validation)
@@ -86,12 +81,6 @@ def quantize_checked(model: LoadedModel, fp32: Path, out: Path, profile, notes: 
                  f"Runtime (budget {100 * budget:.2f} points), {100 * share:.0f} % of Conv/MatMul/Gemm in int8"
                  + (f"; {len(kept)} kept in float by the accuracy fallback" if kept else ""))
     return out
-
-
-def _splits(dataset: str) -> list[str]:
-    from edgemm.data.datasets import find_source  # noqa: PLC0415
-
-    return list(find_source(dataset).splits_for(dataset))
 
 
 def _scorer(fp32: Path, spec: ModelSpec, validation) -> tuple[Callable[[Path], float], str]:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from edgemm.artifacts import write_json, write_manifest
+from edgemm.bench.cost import onnx_precision
 from edgemm.errors import LibraryFailed, NotDeployable
 from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
@@ -27,7 +28,7 @@ from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, has_contract
 from edgemm.tensorrt.bundle import PLAN_FILE, SCRIPT_NAME, checked_bench_shapes, copy_candidate, write_bundle
 from edgemm.tensorrt.compat import CompatibilityReport, check_onnx
-from edgemm.tensorrt.int8 import has_qdq, quantize_checked, quantized_share, to_fp16
+from edgemm.tensorrt.int8 import quantize_checked, quantized_share, to_fp16
 from edgemm.tensorrt.settings import TensorRTSettings
 
 onnx = lazy_import("onnx")
@@ -103,12 +104,13 @@ def export_tensorrt(model: LoadedModel, out_dir: Path, profile: ExportProfile) -
     return ExportResult(built or out_dir, validation, time.perf_counter() - start, details)
 
 
-def _float_graph(model: LoadedModel, out_dir: Path, profile: ExportProfile) -> tuple[Path | None, ValidationReport | None]:
+def _float_graph(model: LoadedModel, out_dir: Path,
+                 profile: ExportProfile) -> tuple[Path | None, ValidationReport | None]:
     """The validated fp32 ONNX (exported here from PyTorch), or the given ONNX file (None if it is Q/DQ)."""
     if model.onnx_path is None:
         result = export_onnx(model, out_dir / "onnx", profile)
         return result.path, result.validation
-    if has_qdq(model.onnx_path):
+    if onnx_precision(model.onnx_path) == "int8":  # already quantized: it is the int8 candidate
         return None, None
     return model.onnx_path, None
 
