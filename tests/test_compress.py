@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pydantic
 import pytest
 import torch
 
@@ -421,6 +422,20 @@ def test_compress_for_a_jetson_gives_a_graph_tensorrt_takes(trained_demo, tmp_pa
     assert not inspect(result.final, profile="jetson-orin-nano").errors
 
 
+def test_speed_batches_larger_than_calibration_are_refused_with_the_fix():
+    with pytest.raises(pydantic.ValidationError, match="speed.batch_sizes times batch 16.*calibration_samples is 8"):
+        _ort_config(calibration_samples=8, speed={"batch_sizes": [1, 16]})
+
+
+def test_speed_feeds_take_real_samples_at_each_batch_size():
+    from edgemm.compress.speed import batch_feeds
+
+    feeds = [{"x": np.full((4, 2), i, dtype=np.float32)} for i in range(5)]  # calibration batches of 4
+    one, nine = batch_feeds(feeds, [1, 9])
+    assert one["x"].shape == (1, 2) and nine["x"].shape == (9, 2)
+    assert nine["x"][:, 0].tolist() == [0] * 4 + [1] * 4 + [2]  # in order, across batches
+
+
 def test_speed_fallback_never_ends_slower_than_it_started(tmp_path):
     """Machine drift between one-tower comparisons can add up: when the graph the accuracy fallback returned is
     faster than the float placements together by the same margin, it is kept and every tower stays int8."""
@@ -437,31 +452,25 @@ def test_speed_fallback_never_ends_slower_than_it_started(tmp_path):
     assert path == start and kept == [] and [d.kept for d in decisions] == ["int8", "int8"]
 
 
-def test_int8_chains_through_cnn_towers_leave_fewer_transitions(trained_onnx, tmp_path):
-    """Quantizing the CNN towers' Add/Relu/pooling/Reshape too lets ONNX Runtime run int8 chains through them:
-    fewer stand-alone Q/DQ after its fusions; the transformer tower is placed as before (attention accuracy)."""
+def test_auto_placement_leaves_fewer_transitions_and_transformer_adds_float(trained_onnx, tmp_path):
+    """On the demo (CNN image/audio towers, transformer text tower, all static int8): quantizing the small
+    ops where that removes borders leaves fewer stand-alone Q/DQ after ORT's fusions than Q/DQ on
+    Conv/MatMul/Gemm only; the text tower's residual Adds, between float LayerNorms, stay float."""
     from edgemm.bench.profile import profile_onnx
     from edgemm.models.registry import LoadedModel
 
     spec = resolve_model(str(trained_onnx)).spec
     feeds = check_calibration(spec, load_split("edgemm-digits", "train").head(64).for_inputs(spec.input_names))
     ort = QUANTIZERS.get("ort")
-    narrow = ort.quantize(trained_onnx, tmp_path / "narrow.onnx", feeds, X86, _ort_config(), [])
-    chains = ort.quantize(trained_onnx, tmp_path / "chains.onnx", feeds, X86,
-                          _ort_config(int8_chains=["image", "audio"]), [])
+    graphs = {placement: ort.quantize(trained_onnx, tmp_path / f"{placement}.onnx", feeds, X86,
+                                      _ort_config(placement=placement), [])
+              for placement in ("narrow", "auto")}
     standalone = {name: profile_onnx(LoadedModel(spec, str(p), "onnx", onnx_path=p), feeds[0], 1, runs=2)
-                  .standalone_qdq_nodes for name, p in (("narrow", narrow), ("chains", chains))}
-    assert standalone["chains"] < standalone["narrow"]
+                  .standalone_qdq_nodes for name, p in graphs.items()}
+    assert standalone["auto"] < standalone["narrow"]
 
-    from edgemm.compress.quantizers.ort import CHAIN_OPS
-
-    def chain_ops_reading_int8(path: Path) -> dict[str, int]:
-        graph = onnx.load(str(path))
-        towers = node_towers(graph)
-        dequantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-        ops = [towers[n.name] for n in graph.graph.node if n.op_type in CHAIN_OPS and dequantized & set(n.input)]
-        return {t: ops.count(t) for t in ("image", "audio", "text")}
-
-    before, after = chain_ops_reading_int8(narrow), chain_ops_reading_int8(chains)
-    assert after["text"] == before["text"]  # the transformer tower is placed as before
-    assert after != before  # the CNN towers are not
+    graph = onnx.load(str(graphs["auto"]))
+    towers = node_towers(graph)
+    quantized_outputs = {n.input[0] for n in graph.graph.node if n.op_type == "QuantizeLinear"}
+    int8_adds = [n.name for n in graph.graph.node if n.op_type == "Add" and quantized_outputs & set(n.output)]
+    assert not [name for name in int8_adds if towers[name] == "text"]

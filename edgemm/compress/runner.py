@@ -32,7 +32,6 @@ _MODULE_PATHS = ("a module path", lambda module: {n for n, _ in module.named_mod
 TOWER_KEYS: dict[str, tuple[str, Callable[[Any], set[str]]]] = {
     "towers": _MODULE_PATHS, "freeze": _MODULE_PATHS, "tower_lr": _MODULE_PATHS,
     "tower_modes": ("a modality or 'fusion'", lambda _m: set(get_args(Modality)) | {"fusion"}),  # any modality:
-    "int8_chains": ("a modality or 'fusion'", lambda _m: set(get_args(Modality)) | {"fusion"}),
     "keep_float": ("'fusion'", lambda _m: {"fusion"}),  # a built-in recipe serves models without that tower
 }
 

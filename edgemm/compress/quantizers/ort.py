@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
+from edgemm.compress.placement import CHAIN_OPS, chain_nodes, float_tensors
 from edgemm.models.graph_towers import node_towers
 from edgemm.compress.quantizer import QUANTIZERS, Feeds, OnnxQuantizer, QuantizeConfig
 from edgemm.export.profiles import QuantizationSettings
@@ -25,8 +26,6 @@ quantization = lazy_import("onnxruntime.quantization")
 shape_inference = lazy_import("onnxruntime.quantization.shape_inference")
 
 PREPROCESSED = "fp32.pre.onnx"
-# Ops ONNX Runtime runs in int8 (QLinear*) or fuses into their int8 neighbours when Q/DQ surrounds them.
-CHAIN_OPS = ["Add", "Concat", "MaxPool", "Relu", "GlobalAveragePool", "Reshape", "Transpose", "Flatten", "Mul"]
 
 
 Mode = Literal["static", "dynamic"]
@@ -35,6 +34,13 @@ Mode = Literal["static", "dynamic"]
 # Percentile/entropy calibration keeps every intermediate tensor of every batch until the end (no bound in
 # onnxruntime 1.32): 256 samples of a 224x224 image + text model passed 18 GB. They calibrate on this many.
 HISTOGRAM_SAMPLES = 64
+
+
+@lru_cache(maxsize=1)
+def _load_graph(graph: str, stamp: int):
+    """The preprocessed graph and its float tensors, read once per fallback run rather than once per try."""
+    model = onnx.load(graph, load_external_data=False)
+    return model, float_tensors(model)
 
 
 @lru_cache(maxsize=2)
@@ -58,11 +64,11 @@ class OrtQuantizeConfig(QuantizeConfig):
     mode: Mode = "static"
     tower_modes: dict[str, Mode] = Field(default_factory=dict, description="per tower (the contract's tower names) "
                                          "or per modality (text, image...): static or dynamic int8; others use mode")
-    int8_chains: list[str] = Field(default_factory=list, description=(
-        "towers (or modalities) whose Add/Concat/pooling/ReLU/Reshape/Transpose/Mul are quantized too, so ONNX "
-        "Runtime runs int8 chains through them instead of leaving int8<->float transitions (CNN towers: image, "
-        "audio). Measured on the demo (image + audio): stand-alone Q/DQ 56 -> 34, 1.11x faster at batch 1, "
-        "-0.2 points. Transformer towers stay out: quantizing their Adds collapses attention accuracy"))
+    placement: Literal["auto", "narrow"] = Field("auto", description=(
+        "auto: the Add/Mul/Concat/pooling/Relu/Reshape/Transpose between int8 Conv/MatMul/Gemm are quantized "
+        "too where that leaves fewer int8<->float transitions (a residual CNN block becomes one int8 chain; "
+        "a transformer's residual Add between LayerNorms stays float; compress/placement.py); narrow: Q/DQ on "
+        "the scheme's op types only (onnxruntime's own default)"))
     calibration_method: Literal["minmax", "percentile", "entropy"] | None = Field(None, description=(
         "default: the target profile's; percentile and entropy calibrate on the first 64 samples (their "
         "histograms hold every activation in memory)"))
@@ -118,12 +124,13 @@ class OrtQuantizer(OnnxQuantizer):
 
     def _quantize(self, fp32, out, feeds, scheme, config: OrtQuantizeConfig, exclude):
         source = self.prepare(fp32, out.parent)
-        if config.int8_chains:
-            scheme, exclude = self.with_chains(source, fp32, scheme, config, exclude)
         dynamic = self.dynamic_nodes(source, fp32, config)
         static_part = out.with_suffix(".static.onnx") if dynamic else out
         if config.mode == "static" or set(config.tower_modes.values()) & {"static"}:
-            self.quantize_static(source, static_part, feeds, scheme, config, sorted(set(exclude) | dynamic))
+            static_scheme, static_exclude = scheme, sorted(set(exclude) | dynamic)
+            if config.placement == "auto":
+                static_scheme, static_exclude = self.with_chains(source, scheme, static_exclude)
+            self.quantize_static(source, static_part, feeds, static_scheme, config, static_exclude)
         else:
             static_part = source
         if dynamic - set(exclude):  # the dynamic towers' MatMuls, on the graph whose other towers are static
@@ -139,18 +146,13 @@ class OrtQuantizer(OnnxQuantizer):
         return out
 
     @staticmethod
-    def with_chains(graph: Path, fp32: Path, scheme, config: OrtQuantizeConfig, exclude: list[str]):
-        """The scheme with CHAIN_OPS added, and those ops of every other tower excluded."""
-        towers, modality, names = _graph_towers(str(graph), str(fp32), graph.stat().st_mtime_ns)
-        unknown = set(config.int8_chains) - set(names) - set(get_args(Modality)) - {"fusion"}
-        if unknown:
-            raise ConfigError(f"quantize.int8_chains names {sorted(unknown)}, which are neither towers nor modalities "
-                              "of the model", f"its towers: {sorted(names)} (and fusion)")
-        chained = {t for t in names if t in config.int8_chains or modality.get(t) in config.int8_chains}
-        chained |= {"fusion"} & set(config.int8_chains)
-        others = [n.name for n in onnx.load(str(graph), load_external_data=False).graph.node
-                  if n.op_type in CHAIN_OPS and towers.get(n.name) not in chained]
-        extended = scheme.model_copy(update={"op_types": list(scheme.op_types) + CHAIN_OPS})
+    def with_chains(graph: Path, scheme, exclude: list[str]) -> tuple[QuantizationSettings, list[str]]:
+        """The scheme with the chain ops added, and every chain op placement did not choose excluded."""
+        model, floats = _load_graph(str(graph), graph.stat().st_mtime_ns)
+        int8 = {n.name for n in model.graph.node if n.op_type in scheme.op_types} - set(exclude)
+        chained = chain_nodes(model, int8, exclude, floats)
+        others = [n.name for n in model.graph.node if n.op_type in CHAIN_OPS and n.name not in chained]
+        extended = scheme.model_copy(update={"op_types": list(dict.fromkeys([*scheme.op_types, *CHAIN_OPS]))})
         return extended, sorted(set(exclude) | set(others))
 
     @staticmethod
