@@ -19,7 +19,7 @@ from edgemm.artifacts import write_text
 from edgemm.bench.profile import profile_onnx
 from edgemm.compress.calibration import calibration_feeds
 from edgemm.compress.quantizer import QUANTIZERS
-from edgemm.compress.speed import SpeedSettings, batch_feed, keep_int8_where_it_pays, ort_time_pair
+from edgemm.compress.speed import SpeedSettings, batch_feeds, keep_int8_where_it_pays, ort_time_pair
 from edgemm.environment import cpu_model
 from edgemm.export.profiles import load_profile
 from edgemm.models.graph_towers import nodes_by_tower
@@ -47,9 +47,9 @@ def measure(fp32: Path, profile: str, batch_sizes: list[int], seconds: float) ->
         lines += ["| batch | tower | int8 ms | float ms | int8 speed-up | kept |", "|---|---|---|---|---|---|"]
         summary = []
         for batch in batch_sizes:
-            settings = SpeedSettings(batch_size=batch, seconds=seconds)
-            feed = batch_feed(feeds, batch)
-            timer = ort_time_pair(feed, seconds)
+            settings = SpeedSettings(batch_sizes=[batch], seconds=seconds)
+            feed = batch_feeds(feeds, [batch])[0]
+            timer = ort_time_pair([feed], seconds)
             (work / f"b{batch}").mkdir()
             chosen, _, decisions = keep_int8_where_it_pays(all_int8, [], groups, quantize, work / f"b{batch}",
                                                            settings, timer)

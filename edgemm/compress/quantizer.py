@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgemm.compress.calibration import calibration_feeds
 from edgemm.compress.fallback import FallbackSettings, quantize_with_fallback
-from edgemm.compress.speed import SpeedSettings, batch_feed, keep_int8_where_it_pays, ort_time_pair
+from edgemm.compress.speed import SpeedSettings, batch_feeds, keep_int8_where_it_pays, ort_time_pair
 from edgemm.compress.speed import to_dict as speed_to_dict
 from edgemm.compress.stage import Artifact, Context, StageConfig
 from edgemm.errors import GateFailed
@@ -49,6 +49,13 @@ class QuantizeConfig(StageConfig):
                                                                  "names: an input's name unless it sets tower)")
     fallback: FallbackSettings = FallbackSettings()
     speed: SpeedSettings = SpeedSettings()
+
+    @model_validator(mode="after")
+    def _speed_batches_fit_calibration(self):
+        if self.speed.enabled and max(self.speed.batch_sizes) > self.calibration_samples:
+            raise ValueError(f"speed.batch_sizes times batch {max(self.speed.batch_sizes)} on calibration samples, "
+                             f"and calibration_samples is {self.calibration_samples}: lower one or raise the other")
+        return self
 
 
 class Quantizer(Component):
@@ -104,7 +111,7 @@ class OnnxQuantizer(Quantizer):
         chosen, speed = outcome.path, []
         if config.speed.enabled:
             groups = nodes_by_tower(onnx.load(str(prepared)), scheme.op_types, tower_of)
-            timer = ort_time_pair(batch_feed(feeds, config.speed.batch_size), config.speed.seconds)
+            timer = ort_time_pair(batch_feeds(feeds, config.speed.batch_sizes), config.speed.seconds)
             chosen, _, speed = keep_int8_where_it_pays(outcome.path, outcome.kept_float, groups, quantize, work,
                                                        config.speed, timer, log=ctx.log)
             if chosen != outcome.path and evaluate(chosen) < min_accuracy:  # more float, yet worse: keep the first

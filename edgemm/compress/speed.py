@@ -2,8 +2,8 @@
 
 After the accuracy fallback has found a graph that meets the gate, each tower still in int8 is tried in
 float: the graph with that tower's Conv/MatMul/Gemm kept float is timed against the current graph
-(ONNX Runtime CPU, the stage's batch size, 1 thread, alternating rounds, medians). A tower whose int8
-is less than ``min_speedup`` faster (ModelOpt's ONNX autotune keeps Q/DQ at >= 1.02x) goes back to
+(ONNX Runtime CPU, 1 thread, calls alternated one by one, medians) at each of the stage's batch sizes.
+A tower whose int8 is less than ``min_speedup`` faster at any of them (ModelOpt's ONNX autotune keeps Q/DQ at >= 1.02x) goes back to
 float: its Q/DQ only cost time (int8<->float transitions around small ops). A final comparison keeps the
 starting graph only if its extra int8 pays by the same margin (one-tower comparisons can drift with
 machine noise). The same rule decides int8 vs fp16 for TensorRT on the device (the bundle's script).
@@ -32,7 +32,8 @@ class SpeedSettings(Strict):
 
     enabled: bool = Field(True, description="time each int8 tower against float and keep int8 only where it pays")
     min_speedup: float = Field(1.02, ge=1.0, description="int8 must be at least this much faster than float")
-    batch_size: int = Field(1, ge=1, description="batch size the towers are timed at (edge: 1)")
+    batch_sizes: list[int] = Field([1], min_length=1, description=(
+        "batch sizes the towers are timed at; int8 must pay at every one (edge: [1]; throughput too: [1, 16])"))
     seconds: float = Field(1.0, gt=0, description="timed seconds per graph and comparison")
 
 
@@ -73,17 +74,17 @@ def keep_int8_where_it_pays(path: Path, kept: list[str], groups: dict[str, list[
     return path, kept, decisions
 
 
-def ort_time_pair(feed: dict[str, np.ndarray], seconds: float) -> TimePair:
-    """Median latency of two graphs on ONNX Runtime CPU, 1 thread, timed call by call in alternation so
-    machine noise falls on both."""
+def ort_time_pair(feeds: list[dict[str, np.ndarray]], seconds: float) -> TimePair:
+    """Median latencies of two graphs on ONNX Runtime CPU, 1 thread, timed call by call in alternation so
+    machine noise falls on both, at each feed's batch size; returns the pair where the first graph's lead
+    is smallest (so "the first pays" means it pays at every batch size)."""
 
     def session(path: Path):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def time_pair(a: Path, b: Path) -> tuple[float, float]:
-        sessions = (session(a), session(b))
+    def medians(sessions, feed: dict[str, np.ndarray]) -> tuple[float, float]:
         samples: tuple[list[float], list[float]] = ([], [])
         for s in sessions:
             s.run(None, feed)  # warm-up: first-call allocations and pre-packing
@@ -95,12 +96,23 @@ def ort_time_pair(feed: dict[str, np.ndarray], seconds: float) -> TimePair:
                 out.append(1000 * (time.perf_counter() - begin))
         return float(np.median(samples[0])), float(np.median(samples[1]))
 
+    def time_pair(a: Path, b: Path) -> tuple[float, float]:
+        sessions = (session(a), session(b))
+        return min((medians(sessions, feed) for feed in feeds), key=lambda pair: pair[1] / pair[0])
+
     return time_pair
 
 
-def batch_feed(feeds: list[dict[str, np.ndarray]], batch_size: int) -> dict[str, np.ndarray]:
-    """The first ``batch_size`` calibration samples (real inputs of every modality)."""
-    return {name: array[:batch_size] for name, array in feeds[0].items()}
+def batch_feeds(feeds: list[dict[str, np.ndarray]], batch_sizes: list[int]) -> list[dict[str, np.ndarray]]:
+    """Real inputs of every modality at each batch size, from the first calibration batches (the config
+    checks there are enough samples)."""
+    needed, taken = max(batch_sizes), []
+    for feed in feeds:
+        taken.append(feed)
+        if sum(len(next(iter(f.values()))) for f in taken) >= needed:
+            break
+    merged = {name: np.concatenate([f[name] for f in taken]) for name in feeds[0]}
+    return [{name: array[:size] for name, array in merged.items()} for size in batch_sizes]
 
 
 def to_dict(decisions: list[TowerSpeed]) -> list[dict]:
