@@ -422,6 +422,15 @@ def test_compress_for_a_jetson_gives_a_graph_tensorrt_takes(trained_demo, tmp_pa
     assert not inspect(result.final, profile="jetson-orin-nano").errors
 
 
+def test_a_gate_finer_than_two_samples_of_its_split_is_flagged_as_noise():
+    from edgemm.compress.gates import Gates
+
+    warning = Gates(max_accuracy_drop=1.0).resolution_warning(110)  # the Tux Paint val split
+    assert "110 samples" in warning and "0.91 accuracy points" in warning and "at least 1.8" in warning
+    assert Gates(max_accuracy_drop=1.0).resolution_warning(1000) is None
+    assert Gates(max_accuracy_drop=None, max_relative_drop=0.01).resolution_warning(110) is None
+
+
 def test_speed_batches_larger_than_calibration_are_refused_with_the_fix():
     with pytest.raises(pydantic.ValidationError, match="speed.batch_sizes times batch 16.*calibration_samples is 8"):
         _ort_config(calibration_samples=8, speed={"batch_sizes": [1, 16]})

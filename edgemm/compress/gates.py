@@ -24,6 +24,16 @@ class Gates(Strict):
                   if x is not None]
         return min(limits) if limits else 1.0
 
+    def resolution_warning(self, samples: int) -> str | None:
+        """A budget smaller than two samples of the gate split: the gate would pass or fail on sampling noise."""
+        one_sample = 100 / samples
+        if self.max_accuracy_drop is None or self.max_accuracy_drop >= 2 * one_sample:
+            return None
+        return (f"gates split {self.split!r} has {samples} samples: one sample is {one_sample:.2f} accuracy points, so "
+                f"the {self.max_accuracy_drop:g}-point budget lets {int(self.max_accuracy_drop / one_sample)} sample(s) "
+                f"change and the gate passes or fails on noise. Give the split more rows, or set "
+                f"gates.max_accuracy_drop to at least {2 * one_sample:.1f} (two samples)")
+
 
 def check_gates(g: Gates, reference: float, final: float, report: BenchReport, torch_id: str, ort_id: str,
                 final_id: str) -> dict[str, Any]:

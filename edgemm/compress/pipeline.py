@@ -54,7 +54,9 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                           "(README: 'Compress your own model')")
     splits = find_source(dataset).splits_for(dataset)
     check_recipe(recipe, dataset, splits, teacher.spec, teacher.module)
-    check_data(teacher.spec, dataset, recipe.gates.split)
+    noise = recipe.gates.resolution_warning(check_data(teacher.spec, dataset, recipe.gates.split))
+    if noise:
+        log(f"warning: {noise}")
     check_batch_sizes(teacher, batch_sizes)  # the final comparison's batches, checked before the first stage
     if not teacher.trained:
         log("warning: the input model's weights are its factory's initial ones (no --weights, and its contract "
@@ -105,8 +107,9 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
     return CompressResult(out_dir, final_path, report, gates, stages, labels)
 
 
-def check_data(spec, dataset: str, split: str) -> None:
-    """Before the first stage: the data gives every input the model takes, in the contract's dtypes and shapes."""
+def check_data(spec, dataset: str, split: str) -> int:
+    """Before the first stage: the data gives every input the model takes, in the contract's dtypes and shapes;
+    returns the split's size."""
     sample = load_split(dataset, split, spec)
     if not len(sample):
         raise ConfigError(f"split {split!r} of {dataset} is empty", "give the split some rows")
@@ -114,6 +117,7 @@ def check_data(spec, dataset: str, split: str) -> None:
         spec.check_inputs(sample.for_inputs(spec.input_names).head(2).inputs)
     except InputError as err:
         raise InputError(f"data {dataset}, split {split!r}: {err.args[0]}", err.hint) from None
+    return len(sample)
 
 
 def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...]:
