@@ -1,6 +1,7 @@
 """A recipe's gates: the budgets the compressed model must meet against the input model, and the check."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import Field
@@ -32,7 +33,7 @@ class Gates(Strict):
         return (f"gates split {self.split!r} has {samples} samples: one sample is {one_sample:.2f} accuracy points, so "
                 f"the {self.max_accuracy_drop:g}-point budget lets {int(self.max_accuracy_drop / one_sample)} sample(s) "
                 f"change and the gate passes or fails on noise. Give the split more rows, or set "
-                f"gates.max_accuracy_drop to at least {2 * one_sample:.1f} (two samples)")
+                f"gates.max_accuracy_drop to at least {math.ceil(20 * one_sample) / 10:.1f} (two samples)")
 
 
 def check_gates(g: Gates, reference: float, final: float, report: BenchReport, torch_id: str, ort_id: str,
