@@ -151,6 +151,15 @@ def test_list_shows_registries_and_schemas():
     assert _run("list", "gizmos").exit_code == 2
 
 
+def test_compress_over_its_memory_limit_stops_with_the_step_and_leaves_nothing_final(tmp_path):
+    result = _run("compress", "demo-text-only", "--recipe", "int8", "-o", str(tmp_path / "run"), "--max-memory", "64MB")
+    assert result.exit_code == 137, result.output
+    assert "stopped at" in result.output and "over --max-memory 0.06 GB" in result.output
+    assert "calibration_samples" in result.output  # the fix names what bounds memory
+    assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run" / "manifest.json").exists()
+    assert _run("compress", "demo-text-only", "--max-memory", "lots").exit_code == 2
+
+
 def test_compress_gate_failure_exits_4_with_a_report(tmp_path):
     """An unreachable speed gate; a zero accuracy budget makes the fallback score the float input on the way."""
     (tmp_path / "fast.yaml").write_text(

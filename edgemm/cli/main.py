@@ -26,6 +26,7 @@ from edgemm.export.target import EXPORT_TARGETS
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import ZOO, read_contract
 from edgemm.runtime import BACKENDS
+from edgemm.runtime.memory_guard import parse_size
 from edgemm.trust import trust_everything
 
 api = lazy_import("edgemm.api")  # the heavy half: loaded when a command runs, not for --help
@@ -94,14 +95,17 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
              threads: Annotated[int, typer.Option(min=1, help="threads for latency figures")] = 1,
              batch_size: Annotated[list[int], typer.Option(min=1, help="batch sizes of the final comparison; "
                                                            "the gates read the smallest")] = [1, 16],  # noqa: B006
+             max_memory: Annotated[Optional[str], typer.Option(help="stop, with the step named, when the run's resident "
+                                                               "memory passes this (e.g. 6GB)")] = None,
              timing: TimingSettings = TimingSettings.for_compress()) -> None:
     """Run a recipe of stages (prune, distill, quantize) under accuracy gates; with no arguments, on the demo."""
+    limit = parse_size(max_memory) if max_memory else None  # a bad size fails before the demo trains
     with step_progress() as progress:
         if model is None:
             model = demo_model(progress)
         result = api.compress(model, recipe, out_dir, data=data, weights=weights, threads=threads, profile=profile,
                               batch_sizes=tuple(batch_size), timing=timing, log=log,
-                              progress=progress)
+                              progress=progress, max_memory=limit)
     out.print(tables.bench_table(result.report, result.labels))
     g = result.gates
     say("gates passed:", "green", f"{g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "

@@ -20,6 +20,11 @@ from edgemm.errors import ConfigError, GateFailed, InputError
 from edgemm.export.profiles import load_profile
 from edgemm.models.registry import resolve_model, save_model, with_data
 from edgemm.runtime.memory import check_batch_sizes
+from edgemm.runtime.memory_guard import memory_guard
+
+# What bounds a compress run's memory, most effective first (measured on the 26 M-parameter real model).
+MEMORY_FIX = ("lower the quantize stage's calibration_samples or use fallback granularity [tower] (the per-node "
+              "ranking holds activations), lower the distill stage's batch_size, or raise --max-memory")
 
 
 
@@ -36,9 +41,11 @@ class CompressResult:
 def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir: str | Path = "runs/compress", *,
              data: str | None = None, weights: str | Path | None = None, threads: int | None = 1, batch_sizes: tuple[int, ...] = (1, 16),
              timing: TimingSettings | None = None, log: Callable[[str], None] = print,
-             progress: Callable | None = None, profile: str | None = None) -> CompressResult:
+             progress: Callable | None = None, profile: str | None = None,
+             max_memory: int | None = None) -> CompressResult:
     """``profile`` replaces the recipe's ``target`` (the export profile whose scheme, round_to and
-    validation the stages read), so one recipe serves a CPU and a Jetson."""
+    validation the stages read), so one recipe serves a CPU and a Jetson. ``max_memory`` (bytes): the
+    run stops with the step named when its resident memory passes it (``runtime/memory_guard.py``)."""
     recipe = recipe if isinstance(recipe, RecipeBase) else load_recipe(recipe)
     if profile is not None:
         recipe = recipe.model_copy(update={"target": profile})
@@ -65,45 +72,50 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
     for stale in ("final", "manifest.json", "gate_report.json", "gate_report.md", "report.json", "report.md"):
         path = out_dir / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    ctx = Context(recipe.gates, profile, teacher, dataset, out_dir, threads, log, progress)
-    source = Artifact("torch", out_dir / "00-input")
-    save_model(teacher, source.path)  # the run is self-contained; same bytes give the same stage keys
-    ctx.reference_accuracy = ctx.accuracy(source)
-    log(f"input model: {recipe.gates.split} accuracy {100 * ctx.reference_accuracy:.2f} %")
-    reference_onnx, _ = run_stage(1, "export", None, source, ctx)
-    artifact, stages, steps = source, [], plan(recipe)
-    if steps[0][0] == "export":  # the input's export is the reference export: do not redo it
-        artifact, steps = reference_onnx, steps[1:]
-    for index, ((name, config), gated) in enumerate(zip(steps, stage_budgets(steps)), start=2):
-        try:
-            artifact, metrics = run_stage(index, name, config, artifact, ctx, gated)
-        except GateFailed as err:  # a stage's own gate: the report says how far the run got
-            write_json(out_dir / "gate_report.json", {"failed_stage": f"{index:02d}-{name}", "error": err.args[0],
-                                                      "fix": err.hint, "stages": stages})
-            raise
-        stages.append({"stage": name, **{k: v for k, v in metrics.items() if k != "history"}})
-    log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
-    refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]
-    report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(splits, recipe),
-                       dataset=dataset, timing=timing or TimingSettings.for_compress())
-    torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
-    gates = check_gates(recipe.gates, ctx.reference_accuracy, ctx.accuracy(artifact), report, torch_fp32.id,
-                        ort_fp32.id, final.id)
-    labels = {torch_fp32.id: "(a) torch fp32 eager", ort_fp32.id: "(b) ONNX Runtime fp32",
-              final.id: f"(c) compressed: {recipe.name}"}
-    write_text(out_dir / "report.json", report.to_json())
-    write_text(out_dir / "report.md", comparison_markdown(report, gates, stages, recipe, labels))
-    if not gates["passed"]:
-        write_json(out_dir / "gate_report.json", {"gates": gates, "stages": stages})
-        raise GateFailed(f"recipe {recipe.name!r} missed its gates: {'; '.join(gates['failures'])}",
-                         f"see {out_dir / 'report.md'}; loosen the recipe's gates or compress less")
-    final_path = out_dir / "final" / "model.onnx"
-    with atomic_path(final_path) as tmp:
-        shutil.copyfile(artifact.path, tmp)
-    write_manifest(out_dir, kind="compress", inputs={"model": model, "dataset": dataset},
-                   config={"recipe": recipe.model_dump(mode="json"),
-                           "profile": profile.model_dump(mode="json", by_alias=True)},
-                   metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
+    with memory_guard(max_memory, MEMORY_FIX) as guard:
+        guard.step = "scoring the input model"
+        ctx = Context(recipe.gates, profile, teacher, dataset, out_dir, threads, log, progress)
+        source = Artifact("torch", out_dir / "00-input")
+        save_model(teacher, source.path)  # the run is self-contained; same bytes give the same stage keys
+        ctx.reference_accuracy = ctx.accuracy(source)
+        log(f"input model: {recipe.gates.split} accuracy {100 * ctx.reference_accuracy:.2f} %")
+        guard.step = "stage 01-export"
+        reference_onnx, _ = run_stage(1, "export", None, source, ctx)
+        artifact, stages, steps = source, [], plan(recipe)
+        if steps[0][0] == "export":  # the input's export is the reference export: do not redo it
+            artifact, steps = reference_onnx, steps[1:]
+        for index, ((name, config), gated) in enumerate(zip(steps, stage_budgets(steps)), start=2):
+            guard.step = f"stage {index:02d}-{name}"
+            try:
+                artifact, metrics = run_stage(index, name, config, artifact, ctx, gated)
+            except GateFailed as err:  # a stage's own gate: the report says how far the run got
+                write_json(out_dir / "gate_report.json", {"failed_stage": f"{index:02d}-{name}", "error": err.args[0],
+                                                          "fix": err.hint, "stages": stages})
+                raise
+            stages.append({"stage": name, **{k: v for k, v in metrics.items() if k != "history"}})
+        log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
+        guard.step = "the final benchmark"
+        refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]
+        report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(splits, recipe),
+                           dataset=dataset, timing=timing or TimingSettings.for_compress())
+        torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
+        gates = check_gates(recipe.gates, ctx.reference_accuracy, ctx.accuracy(artifact), report, torch_fp32.id,
+                            ort_fp32.id, final.id)
+        labels = {torch_fp32.id: "(a) torch fp32 eager", ort_fp32.id: "(b) ONNX Runtime fp32",
+                  final.id: f"(c) compressed: {recipe.name}"}
+        write_text(out_dir / "report.json", report.to_json())
+        write_text(out_dir / "report.md", comparison_markdown(report, gates, stages, recipe, labels))
+        if not gates["passed"]:
+            write_json(out_dir / "gate_report.json", {"gates": gates, "stages": stages})
+            raise GateFailed(f"recipe {recipe.name!r} missed its gates: {'; '.join(gates['failures'])}",
+                             f"see {out_dir / 'report.md'}; loosen the recipe's gates or compress less")
+        final_path = out_dir / "final" / "model.onnx"
+        with atomic_path(final_path) as tmp:
+            shutil.copyfile(artifact.path, tmp)
+        write_manifest(out_dir, kind="compress", inputs={"model": model, "dataset": dataset},
+                       config={"recipe": recipe.model_dump(mode="json"),
+                               "profile": profile.model_dump(mode="json", by_alias=True)},
+                       metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
     return CompressResult(out_dir, final_path, report, gates, stages, labels)
 
 
