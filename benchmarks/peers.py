@@ -27,6 +27,7 @@ from edgemm.artifacts import write_text
 from edgemm.bench.latency import TimingSettings
 from edgemm.bench.report import to_markdown
 from edgemm.compress.calibration import calibration_feeds
+from edgemm.compress.recipe import load_recipe
 from edgemm.environment import cpu_model
 from edgemm.export.targets.onnx import save_onnx
 from edgemm.models.registry import resolve_model
@@ -52,7 +53,7 @@ def nncf_quantize(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> 
 INC_PTQ = """name: inc-ptq
 description: INC static int8 (post-training, its autotune under the gate), no pruning.
 target: x86-cpu
-gates: {split: val, max_accuracy_drop: 1.0}
+gates: {split: val, max_accuracy_drop: %s}
 stages:
   - {stage: quantize, backend: inc, calibration_samples: %d}
 """
@@ -65,24 +66,32 @@ def main() -> None:
     parser.add_argument("--name", default="demo", help="folder suffix under runs/ and the report title")
     parser.add_argument("--samples", type=int, default=512, help="calibration samples for every int8 peer")
     parser.add_argument("--trust-code", action="store_true", help="the run directory names a factory (code)")
+    parser.add_argument("--max-accuracy-drop", type=float, default=None,
+                        help="the gate of edgemm's and INC's runs, in points (default: the recipe's); a small gate "
+                             "split needs two samples' worth (compress warns)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     work = Path(f"runs/peers-{args.name}")
     work.mkdir(parents=True, exist_ok=True)
     trust_everything(args.trust_code)
-    ours = compress(str(args.run_dir), args.recipe, work / "edgemm", log=print)
+    recipe = load_recipe(args.recipe)
+    if args.max_accuracy_drop is not None:
+        recipe = recipe.model_copy(update={"gates": recipe.gates.model_copy(
+            update={"max_accuracy_drop": args.max_accuracy_drop})})
+    ours = compress(str(args.run_dir), recipe, work / "edgemm", log=print)
     fp32 = work / "edgemm" / "01-export" / "model.onnx"  # the model's validated fp32 export
     spec = resolve_model(str(fp32)).spec
     feeds = calibration_feeds(spec, spec.dataset, "train", args.samples)
     notes, artifacts = [], {"ORT fp32": fp32,
                             "quantize_static defaults": plain_quantize_static(fp32, work / "plain.onnx", feeds)}
-    write_text(work / "inc-ptq.yaml", INC_PTQ % args.samples)
+    write_text(work / "inc-ptq.yaml", INC_PTQ % (recipe.gates.max_accuracy_drop, args.samples))
     try:
         artifacts["INC PTQ (autotune)"] = compress(str(args.run_dir), str(work / "inc-ptq.yaml"), work / "inc",
                                                    log=print).final
     except EdgemmError as err:  # INC's tuning can miss the gate or fail on the model: the table says so
         notes.append(f"INC PTQ: did not produce a model: {err}")
-    artifacts[f"edgemm int8 (recipe {args.recipe})"] = ours.final
+    gate = f", gate {args.max_accuracy_drop:g} pts" if args.max_accuracy_drop is not None else ""
+    artifacts[f"edgemm int8 (recipe {args.recipe}{gate})"] = ours.final
     nncf_path, nncf_note = nncf_quantize(fp32, work / "nncf.onnx", feeds)
     notes.append(f"NNCF: {nncf_note}")
     if nncf_path is not None:
