@@ -68,6 +68,27 @@ def test_head_aware_pruning_of_a_bert_tower_keeps_shapes_and_exports(tmp_path):
     assert exported.validation.passed
 
 
+def test_dropping_transformer_layers_replays_from_the_record_and_exports(tmp_path):
+    model = resolve_model(OWN)
+    feed = {k: torch.from_numpy(v) for k, v in model.spec.example_inputs({"batch": 3, "seq": 7}).items()}
+    second = model.module.bert.encoder.layer[1].output.dense.weight.clone()
+    metrics = prune(model, PruneConfig(stage="prune", ratio=0.0, drop_layers={"text": 0.5}), round_to=None)
+    assert metrics["layers_kept"] == {"bert.encoder.layer": [0]} and len(model.module.bert.encoder.layer) == 1
+    assert metrics["parameters_after"] < metrics["parameters_before"]
+    assert not any(torch.equal(second, p) for p in model.module.parameters())  # layer 1 is gone, not renamed
+    save_model(model, tmp_path / "dropped")
+    reloaded = resolve_model(str(tmp_path / "dropped"))  # a fresh build of 2 layers, cut to the recorded 1
+    assert len(reloaded.module.bert.encoder.layer) == 1
+    with torch.no_grad():
+        assert torch.allclose(model.module(**feed), reloaded.module(**feed))
+    assert export_onnx(reloaded, tmp_path / "onnx", load_profile("x86-cpu")).validation.passed
+
+
+def test_dropping_layers_of_a_tower_without_any_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="'pixel_values' has no stack of transformer layers"):
+        prune(resolve_model(OWN), PruneConfig(stage="prune", drop_layers={"pixel_values": 0.5}), round_to=None)
+
+
 def test_distill_with_frozen_towers_leaves_them_bit_identical(own_folder):
     teacher, student = resolve_model(OWN), resolve_model(OWN)
     prune(student, PruneConfig(stage="prune", ratio=0.3, towers={"text": 0.0}), round_to=None)

@@ -1,5 +1,7 @@
 """Record a model's layer shapes and replay them on a fresh build, so a pruned model reloads
-from ``model.json`` + safetensors without pickling (ModelOpt-style restore by replay)."""
+from ``model.json`` + safetensors without pickling (ModelOpt-style restore by replay). A layer stack
+(ModuleList) records its ``length``: replay drops the entries past it (dropped transformer layers;
+the kept ones were renumbered, and the weights loaded next are theirs)."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,12 +15,15 @@ torch = lazy_import("torch")
 SHAPE_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features", "normalized_shape",
                "num_embeddings", "embedding_dim", "groups", "num_heads",
                "num_attention_heads", "all_head_size", "embed_dim")  # Hugging Face attention
+LENGTH = "length"  # a ModuleList's entry count (recorded for stacks only, not read from attributes)
 
 
 def record_structure(model: "torch.nn.Module") -> dict[str, dict[str, Any]]:
     record = {}
     for name, module in model.named_modules():
         attrs = {a: getattr(module, a) for a in SHAPE_ATTRS if isinstance(getattr(module, a, None), (int, tuple))}
+        if isinstance(module, torch.nn.ModuleList):
+            attrs[LENGTH] = len(module)
         if attrs:
             record[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in attrs.items()}
     return record
@@ -32,9 +37,12 @@ def replay_structure(model: "torch.nn.Module", record: dict[str, dict[str, Any]]
             raise ModelLoadError(f"recorded layer {name!r} does not exist in the rebuilt model",
                                  "the factory's architecture changed since the model was saved")
         for attr, value in attrs.items():
-            if attr not in SHAPE_ATTRS or not isinstance(value, (int, list)):  # a file sets shapes, nothing else
+            if attr not in (*SHAPE_ATTRS, LENGTH) or not isinstance(value, (int, list)):  # a file sets shapes, nothing else
                 raise ModelLoadError(f"recorded layer {name!r} sets {attr!r} = {value!r}, which is not a shape",
                                      "re-create the run; model.json was edited or is corrupt")
+            if attr == LENGTH:
+                _truncate(modules[name], name, value)
+                continue
             setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
     for key, tensor in state.items():
         owner_name, _, leaf = key.rpartition(".")
@@ -44,3 +52,10 @@ def replay_structure(model: "torch.nn.Module", record: dict[str, dict[str, Any]]
             resized = torch.empty_like(tensor)
             setattr(owner, leaf, torch.nn.Parameter(resized, current.requires_grad) if isinstance(current, torch.nn.Parameter)
                     else resized)
+
+
+def _truncate(stack: "torch.nn.Module", name: str, length: int) -> None:
+    if not isinstance(stack, torch.nn.ModuleList) or not 0 < length <= len(stack):
+        raise ModelLoadError(f"recorded layer stack {name!r} has length {length}, which this build cannot take",
+                             "the factory's architecture changed since the model was saved")
+    del stack[length:]
