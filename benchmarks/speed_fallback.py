@@ -48,7 +48,7 @@ def measure(fp32: Path, profile: str, batch_sizes: list[int], seconds: float) ->
         summary = []
         for batch in batch_sizes:
             settings = SpeedSettings(batch_sizes=[batch], seconds=seconds)
-            feed = batch_feeds(feeds, [batch])[0]
+            feed = batch_feeds(feeds, [batch], spec)[0]
             timer = ort_time_pair([feed], seconds)
             (work / f"b{batch}").mkdir()
             chosen, _, decisions = keep_int8_where_it_pays(all_int8, [], groups, quantize, work / f"b{batch}",

@@ -111,7 +111,7 @@ class OnnxQuantizer(Quantizer):
         chosen, speed = outcome.path, []
         if config.speed.enabled:
             groups = nodes_by_tower(onnx.load(str(prepared)), scheme.op_types, tower_of)
-            timer = ort_time_pair(batch_feeds(feeds, config.speed.batch_sizes), config.speed.seconds)
+            timer = ort_time_pair(batch_feeds(feeds, config.speed.batch_sizes, model.spec), config.speed.seconds)
             chosen, _, speed = keep_int8_where_it_pays(outcome.path, outcome.kept_float, groups, quantize, work,
                                                        config.speed, timer, log=ctx.log)
             if chosen != outcome.path and evaluate(chosen) < min_accuracy:  # more float, yet worse: keep the first

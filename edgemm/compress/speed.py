@@ -13,15 +13,19 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from pydantic import Field
 
 from edgemm.config import Strict
+from edgemm.data.datasets import Split
 from edgemm.lazy import lazy_import
 
 ort = lazy_import("onnxruntime")
+
+if TYPE_CHECKING:
+    from edgemm.spec import ModelSpec
 
 QuantizeFn = Callable[[Path, list[str]], Path]  # (output path, nodes kept in float) -> quantized graph
 TimePair = Callable[[Path, Path], tuple[float, float]]  # two graphs -> their median latencies (ms)
@@ -103,16 +107,19 @@ def ort_time_pair(feeds: list[dict[str, np.ndarray]], seconds: float) -> TimePai
     return time_pair
 
 
-def batch_feeds(feeds: list[dict[str, np.ndarray]], batch_sizes: list[int]) -> list[dict[str, np.ndarray]]:
+def batch_feeds(feeds: list[dict[str, np.ndarray]], batch_sizes: list[int], spec: "ModelSpec") -> list[dict[str, np.ndarray]]:
     """Real inputs of every modality at each batch size, from the first calibration batches (the config
-    checks there are enough samples)."""
+    checks there are enough samples), with text cut to the batch's own longest as bench and deployment
+    run it (calibration pads it to the split's longest)."""
     needed, taken = max(batch_sizes), []
     for feed in feeds:
         taken.append(feed)
         if sum(len(next(iter(f.values()))) for f in taken) >= needed:
             break
     merged = {name: np.concatenate([f[name] for f in taken]) for name in feeds[0]}
-    return [{name: array[:size] for name, array in merged.items()} for size in batch_sizes]
+    rows = len(next(iter(merged.values())))
+    split = Split("speed", merged, np.zeros(rows))
+    return [split.head(size).trimmed(spec).inputs for size in batch_sizes]
 
 
 def to_dict(decisions: list[TowerSpeed]) -> list[dict]:
