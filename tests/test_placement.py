@@ -123,3 +123,16 @@ def test_placement_keeps_a_transformer_residual_add_float():
     # conv2 in float: relu1 between int8 conv1 and float conv2 stays float (one crossing either way); the
     # skip path stays int8, as one Q on conv2's output costs less than three around the Add.
     assert chain_nodes(residual_block(), {"stem", "conv1", "head"}) == {"relu0", "residual_add", "relu2"}
+
+
+def test_a_float_op_reading_a_group_through_its_second_input_counts_as_a_crossing():
+    """MatMul -> Relu -> Div(y, relu): the Div reads the Relu as its divisor. Quantizing the Relu would only
+    move the DequantizeLinear from before it to before the Div, so it stays float."""
+    width = 8
+    inits = [_weight("w", (width, width)), numpy_helper.from_array(np.ones((1, width), np.float32), "one")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Add", ["r", "one"], ["d"], name="shift"),  # a chain op reading r as input 0
+             helper.make_node("Div", ["x", "d"], ["y"], name="div")]
+    model = _model(nodes, inits, [4, width], [4, width])
+    assert chain_nodes(model, {"mm"}) == set()

@@ -53,9 +53,9 @@ def chain_nodes(model, int8_nodes: Iterable[str], excluded: Iterable[str] = (),
     floats = float_tensors(model) if floats is None else floats
     constants = {i.name for i in graph.initializer}
     producer = {out: node.name for node in graph.node for out in node.output}
-    consumers: dict[str, list[str]] = defaultdict(list)
+    consumers: dict[str, list[str]] = defaultdict(list)  # every reader: a float Div reading input 1 counts too
     for node in graph.node:
-        for name in data_inputs(node):
+        for name in dict.fromkeys(x for x in node.input if x and x not in constants):
             consumers[name].append(node.name)
     candidates = {node.name: node for node in graph.node
                   if node.op_type in CHAIN_OPS and node.name not in excluded and node.name not in int8
