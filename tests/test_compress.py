@@ -446,6 +446,8 @@ def test_speed_feeds_take_real_samples_at_each_batch_size():
     one, nine = batch_feeds(feeds, [1, 9], spec)
     assert one[name].shape[0] == 1 and nine[name].shape[0] == 9
     assert nine[name].reshape(9, -1)[:, 0].tolist() == [0] * 4 + [1] * 4 + [2]  # in order, across batches
+    with pytest.raises(ConfigError, match="calibration split has 20 samples"):  # not a batch of 20 named 32
+        batch_feeds(feeds, [32], spec)
 
 
 def test_speed_is_timed_at_the_texts_own_length_not_the_splits_padding():

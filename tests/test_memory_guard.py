@@ -1,6 +1,8 @@
 """--max-memory: the run stops itself with the step named, before the machine runs out."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import numpy as np
@@ -21,6 +23,37 @@ def test_a_block_that_outgrows_its_limit_stops_with_the_step_and_the_fix():
                 time.sleep(0.02)
     assert caught.value.exit_code == 137 and caught.value.hint == "use fewer calibration samples"
     assert len(held) < 40  # stopped on the way, not after the whole allocation
+
+
+def test_it_stops_a_run_whose_shell_ignores_ctrl_c():
+    """A job started in the background by a shell script ignores SIGINT; the guard's stop must not depend on it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held = []
+    try:
+        with pytest.raises(MemoryLimitExceeded):
+            with memory_guard(resident_bytes() + 150 * 2**20, "-", interval=0.02):
+                for _ in range(40):
+                    held.append(np.ones(30 * 2**20 // 8))
+                    time.sleep(0.02)
+        assert len(held) < 40 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # restored afterwards
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_outside_the_main_thread_max_memory_is_refused_with_the_fix():
+    errors = []
+
+    def run():
+        try:
+            with memory_guard(2**40, "-"):
+                pass
+        except EdgemmError as err:
+            errors.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert errors and "main thread" in str(errors[0])
 
 
 def test_a_block_within_its_limit_runs_to_the_end():

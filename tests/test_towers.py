@@ -84,6 +84,35 @@ def test_dropping_transformer_layers_replays_from_the_record_and_exports(tmp_pat
     assert export_onnx(reloaded, tmp_path / "onnx", load_profile("x86-cpu")).validation.passed
 
 
+def test_layer_stacks_are_the_innermost_lists_of_attention_blocks():
+    """Swin-like nesting: a list of stages, each a list of blocks. Dropping a stage would break the
+    downsampling between stages, so only the blocks inside each stage are layer stacks."""
+    from edgemm.compress.stages.prune import _layer_stacks
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.num_heads = torch.nn.Linear(8, 24), 2
+
+    class Stage(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Attention(), Attention()])
+
+    stages = torch.nn.ModuleList([Stage(), Stage()])
+    found = _layer_stacks(torch.nn.Sequential(stages))
+    assert len(found) == 2 and all(s is stage.blocks for s, stage in zip(found, stages))
+
+
+def test_an_empty_module_list_records_no_length():
+    from edgemm.models.structure import record_structure
+
+    model = torch.nn.Module()
+    model.empty, model.full = torch.nn.ModuleList(), torch.nn.ModuleList([torch.nn.ReLU(), torch.nn.ReLU()])
+    record = record_structure(model)
+    assert "empty" not in record and record["full"] == {"length": 2}
+
+
 def test_dropping_layers_of_a_tower_without_any_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="'pixel_values' has no stack of transformer layers"):
         prune(resolve_model(OWN), PruneConfig(stage="prune", drop_layers={"pixel_values": 0.5}), round_to=None)

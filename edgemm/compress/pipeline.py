@@ -109,13 +109,13 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
             write_json(out_dir / "gate_report.json", {"gates": gates, "stages": stages})
             raise GateFailed(f"recipe {recipe.name!r} missed its gates: {'; '.join(gates['failures'])}",
                              f"see {out_dir / 'report.md'}; loosen the recipe's gates or compress less")
-        final_path = out_dir / "final" / "model.onnx"
-        with atomic_path(final_path) as tmp:
-            shutil.copyfile(artifact.path, tmp)
-        write_manifest(out_dir, kind="compress", inputs={"model": model, "dataset": dataset},
-                       config={"recipe": recipe.model_dump(mode="json"),
-                               "profile": profile.model_dump(mode="json", by_alias=True)},
-                       metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
+    final_path = out_dir / "final" / "model.onnx"  # written once the guard has let the whole run through
+    with atomic_path(final_path) as tmp:
+        shutil.copyfile(artifact.path, tmp)
+    write_manifest(out_dir, kind="compress", inputs={"model": model, "dataset": dataset},
+                   config={"recipe": recipe.model_dump(mode="json"),
+                           "profile": profile.model_dump(mode="json", by_alias=True)},
+                   metrics={"gates": gates, "stages": stages}, artifacts=["final/model.onnx", "report.json"])
     return CompressResult(out_dir, final_path, report, gates, stages, labels)
 
 

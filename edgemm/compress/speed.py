@@ -20,6 +20,7 @@ from pydantic import Field
 
 from edgemm.config import Strict
 from edgemm.data.datasets import Split
+from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 
 ort = lazy_import("onnxruntime")
@@ -118,6 +119,9 @@ def batch_feeds(feeds: list[dict[str, np.ndarray]], batch_sizes: list[int], spec
             break
     merged = {name: np.concatenate([f[name] for f in taken]) for name in feeds[0]}
     rows = len(next(iter(merged.values())))
+    if rows < needed:  # the split had fewer rows than calibration_samples asked for
+        raise ConfigError(f"speed.batch_sizes times batch {needed}, and the calibration split has {rows} samples",
+                          "lower speed.batch_sizes, or calibrate on a larger split")
     split = Split("speed", merged, np.zeros(rows))
     return [split.head(size).trimmed(spec).inputs for size in batch_sizes]
 

@@ -22,7 +22,7 @@ def record_structure(model: "torch.nn.Module") -> dict[str, dict[str, Any]]:
     record = {}
     for name, module in model.named_modules():
         attrs = {a: getattr(module, a) for a in SHAPE_ATTRS if isinstance(getattr(module, a, None), (int, tuple))}
-        if isinstance(module, torch.nn.ModuleList):
+        if isinstance(module, torch.nn.ModuleList) and len(module):  # an empty list has nothing to cut
             attrs[LENGTH] = len(module)
         if attrs:
             record[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in attrs.items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import sys
 import threading
 import time
@@ -78,20 +79,25 @@ def memory_guard(limit: int | None, fix: str, interval: float = 0.1) -> Iterator
     if limit is None:
         yield guard
         return
+    if threading.current_thread() is not threading.main_thread():  # the interrupt reaches the main thread only
+        raise EdgemmError("--max-memory (max_memory=) stops the run from Python's main thread, and this run is "
+                          "in another one", "call compress from the main thread, or without max_memory")
+    lock = threading.Lock()  # the watcher interrupts only while the block runs, never after it ended
 
     def watch() -> None:
         tripped_at = 0.0
         while not done.wait(interval):
             now = resident_bytes()
             guard.peak = max(guard.peak, now)
-            if now > limit and not guard.tripped:
-                guard.tripped, tripped_at = True, time.monotonic()
-                _thread.interrupt_main()  # KeyboardInterrupt in the main thread, turned into the error below
-            elif guard.tripped and time.monotonic() - tripped_at > GRACE_SECONDS and now > HARD_FACTOR * limit:
-                print(f"error: {guard.error()}; still growing inside a library call, so the process ends now",
-                      file=sys.stderr, flush=True)
-                os._exit(MemoryLimitExceeded.exit_code)
+            with lock:
+                if now > limit and not guard.tripped and not done.is_set():
+                    guard.tripped, tripped_at = True, time.monotonic()
+                    _thread.interrupt_main()  # KeyboardInterrupt in the main thread, turned into the error below
+            if guard.tripped and time.monotonic() - tripped_at > GRACE_SECONDS and now > HARD_FACTOR * limit:
+                hard_stop(guard)
 
+    # SIGINT may be ignored (a job started in the background by a shell): the interrupt needs its handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=watch, name="edgemm-memory-guard", daemon=True)
     watcher.start()
     try:
@@ -101,12 +107,34 @@ def memory_guard(limit: int | None, fix: str, interval: float = 0.1) -> Iterator
             raise guard.error() from None
         raise
     finally:
-        done.set()
+        tripped = _stop_watching(guard, done, lock)
         watcher.join()
+        signal.signal(signal.SIGINT, previous)
         guard.peak = max(guard.peak, resident_bytes())  # a block shorter than one interval has a peak too
-    if guard.tripped:  # tripped as the block ended: take the pending interrupt here, and say why
-        try:
-            time.sleep(0.05)
-        except KeyboardInterrupt:
-            pass
+    if tripped:  # tripped just as the block ended: its results stand, but the limit was passed
         raise guard.error()
+
+
+def _stop_watching(guard: MemoryGuard, done: threading.Event, lock: threading.Lock) -> bool:
+    """Stop the watcher; an interrupt it sent just before is delivered at some instruction here: take it."""
+    while True:
+        try:
+            with lock:
+                done.set()
+            if guard.tripped:
+                time.sleep(0.01)  # where a pending interrupt lands, if it has not yet
+            return guard.tripped
+        except KeyboardInterrupt:
+            continue
+
+
+def hard_stop(guard: MemoryGuard) -> None:
+    """The run did not stop in time (a long library call): say why, end the child processes, then this one."""
+    print(f"error: {guard.error()}; still growing inside a library call, so the process ends now",
+          file=sys.stderr, flush=True)
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    os._exit(MemoryLimitExceeded.exit_code)

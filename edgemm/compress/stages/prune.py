@@ -113,9 +113,11 @@ def _ignored(model: "torch.nn.Module", config: PruneConfig, example: tuple) -> l
 
 
 def _layer_stacks(root: "torch.nn.Module") -> list["torch.nn.ModuleList"]:
-    """The ModuleLists under ``root`` whose entries are transformer layers (each holds an attention)."""
-    return [m for m in root.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1
-            and all(_attention(layer) for layer in m)]
+    """The innermost ModuleLists under ``root`` whose entries are transformer layers (each holds an
+    attention): in a hierarchical model (Swin) the blocks of a stage, not the stages themselves."""
+    stacks = [m for m in root.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1
+              and all(_attention(layer) for layer in m)]
+    return [s for s in stacks if not any(o is not s and any(o is m for m in s.modules()) for o in stacks)]
 
 
 def drop_layers(module: "torch.nn.Module", towers, shares: dict[str, float]) -> dict[str, list[int]]:
@@ -123,7 +125,8 @@ def drop_layers(module: "torch.nn.Module", towers, shares: dict[str, float]) -> 
     kept: dict[str, list[int]] = {}
     names = {id(m): n for n, m in module.named_modules()}
     for key, share in shares.items():
-        stacks = [s for root in towers.resolve(module, key, "prune.drop_layers") for s in _layer_stacks(root)]
+        stacks = list({id(s): s for root in towers.resolve(module, key, "prune.drop_layers")
+                       for s in _layer_stacks(root)}.values())  # overlapping roots: each stack once
         if not stacks:
             raise ConfigError(f"prune.drop_layers: {key!r} has no stack of transformer layers",
                               "name a tower or module with a ModuleList of attention layers (BERT, ViT, CLIP)")
