@@ -428,7 +428,9 @@ def test_a_gate_finer_than_two_samples_of_its_split_is_flagged_as_noise():
     warning = Gates(max_accuracy_drop=1.0).resolution_warning(110)  # the Tux Paint val split
     assert "110 samples" in warning and "0.91 accuracy points" in warning and "at least 1.9" in warning  # 2 samples: 1.82
     assert Gates(max_accuracy_drop=1.0).resolution_warning(1000) is None
-    assert Gates(max_accuracy_drop=None, max_relative_drop=0.01).resolution_warning(110) is None
+    relative = Gates(max_accuracy_drop=None, max_relative_drop=0.01).resolution_warning(110)  # <= 1 point
+    assert "gates.max_relative_drop" in relative and "at least 0.019" in relative
+    assert Gates(max_accuracy_drop=5.0, max_relative_drop=0.05).resolution_warning(110) is None
 
 
 def test_speed_batches_larger_than_calibration_are_refused_with_the_fix():

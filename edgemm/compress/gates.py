@@ -26,14 +26,21 @@ class Gates(Strict):
         return min(limits) if limits else 1.0
 
     def resolution_warning(self, samples: int) -> str | None:
-        """A budget smaller than two samples of the gate split: the gate would pass or fail on sampling noise."""
+        """A budget smaller than two samples of the gate split: the gate would pass or fail on sampling noise.
+        A relative budget is read at its largest (a reference accuracy of 100 %): it is never looser."""
         one_sample = 100 / samples
-        if self.max_accuracy_drop is None or self.max_accuracy_drop >= 2 * one_sample:
+        budgets = {"gates.max_accuracy_drop": self.max_accuracy_drop,
+                   "gates.max_relative_drop": None if self.max_relative_drop is None else 100 * self.max_relative_drop}
+        key, points = min(((k, v) for k, v in budgets.items() if v is not None), key=lambda kv: kv[1],
+                          default=(None, None))
+        if points is None or points >= 2 * one_sample:
             return None
+        two = math.ceil(20 * one_sample) / 10
+        suggestion = (f"gates.max_accuracy_drop to at least {two:.1f}" if key == "gates.max_accuracy_drop" else
+                      f"gates.max_relative_drop to at least {two / 100:.3f} divided by the model's accuracy")
         return (f"gates split {self.split!r} has {samples} samples: one sample is {one_sample:.2f} accuracy points, so "
-                f"the {self.max_accuracy_drop:g}-point budget lets {int(self.max_accuracy_drop / one_sample)} sample(s) "
-                f"change and the gate passes or fails on noise. Give the split more rows, or set "
-                f"gates.max_accuracy_drop to at least {math.ceil(20 * one_sample) / 10:.1f} (two samples)")
+                f"a budget of {points:.1f} points ({key}) lets {int(points / one_sample)} sample(s) change and the "
+                f"gate passes or fails on noise. Give the split more rows, or set {suggestion} (two samples)")
 
 
 def check_gates(g: Gates, reference: float, final: float, report: BenchReport, torch_id: str, ort_id: str,
