@@ -150,8 +150,9 @@ class TorchQuantizer(Quantizer):
         accuracy = ctx.accuracy(Artifact("onnx", onnx_path))
         if accuracy < min_accuracy:  # libraries' tuners return their best model even when it missed
             onnx_path.rename(ctx.stage_dir / "model.rejected.onnx")
-            raise GateFailed(f"{self.name} int8 misses its accuracy gate: {100 * accuracy:.2f} % < required "
-                             f"{100 * min_accuracy:.2f} % after {config.fallback.max_tries + 1} tuning trials",
+            raise GateFailed(f"{self.name} int8, exported to ONNX, misses its accuracy gate: {100 * accuracy:.2f} % < "
+                             f"required {100 * min_accuracy:.2f} % (its tuning, at most {config.fallback.max_tries + 1} "
+                             "trials, scores the PyTorch graph; the gate scores the exported one)",
                              "raise fallback.max_tries, try backend: ort, or loosen the gate")
         ops = [n.op_type for n in onnx.load(str(onnx_path)).graph.node]
         return Artifact("onnx", onnx_path), {"backend": self.name, "quantize_linear_nodes": ops.count("QuantizeLinear")}
