@@ -5,9 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from edgemm.compress.placement import chain_nodes, optimized_graph, standalone_qdq
+from edgemm.bench.profile import standalone_qdq
+from edgemm.compress.placement import chain_nodes
 from edgemm.compress.quantizer import QUANTIZERS
 from edgemm.export.profiles import load_profile
 
@@ -61,6 +63,15 @@ def layernorm_boundary() -> onnx.ModelProto:
              helper.make_node("MatMul", ["n", "wb"], ["b"], name="branch_b"),
              helper.make_node("Add", ["a", "b"], ["y"], name="merge")]
     return _model(nodes, inits, [1, 4, width], [2, 2, width])
+
+
+def optimized_graph(path: Path, out: Path) -> onnx.ModelProto:
+    """The graph ONNX Runtime CPU runs (its hardware-independent fusions: QLinear ops from Q/DQ)."""
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(out)
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx.load(str(out))
 
 
 def _quantize(model: onnx.ModelProto, tmp_path: Path, placement: str) -> onnx.ModelProto:

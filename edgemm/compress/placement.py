@@ -16,14 +16,11 @@ Conv/MatMul/Gemm) or float neighbours. Ties stay float: no accuracy is risked fo
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Iterable
 
-from edgemm.bench.profile import QDQ_OPS
 from edgemm.lazy import lazy_import
 
 onnx = lazy_import("onnx")
-ort = lazy_import("onnxruntime")
 
 # Ops ONNX Runtime runs in int8 or fuses into their int8 neighbours when Q/DQ surround them.
 CHAIN_OPS = ("Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip", "Sigmoid",
@@ -104,17 +101,3 @@ def _crossings(group: set[str], candidates: dict, producer: dict[str, str], cons
         else:  # a QuantizeLinear for int8 readers
             crossings += any(r in int8 for r in readers)
     return crossings
-
-
-def optimized_graph(path: Path, out: Path):
-    """The graph ONNX Runtime CPU runs (its hardware-independent fusions: QLinear ops from Q/DQ)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(out)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return onnx.load(str(out), load_external_data=False)
-
-
-def standalone_qdq(graph) -> int:
-    """Q/DQ nodes left after fusion: each an int8<->float transition at run time."""
-    return sum(node.op_type in QDQ_OPS for node in graph.graph.node)

@@ -3,8 +3,8 @@
 After the accuracy fallback has found a graph that meets the gate, each tower still in int8 is tried in
 float: the graph with that tower's Conv/MatMul/Gemm kept float is timed against the current graph
 (ONNX Runtime CPU, 1 thread, calls alternated one by one, medians) at each of the stage's batch sizes.
-A tower whose int8 is less than ``min_speedup`` faster at any of them (ModelOpt's ONNX autotune keeps Q/DQ at >= 1.02x) goes back to
-float: its Q/DQ only cost time (int8<->float transitions around small ops). A final comparison keeps the
+A tower whose int8 is less than ``min_speedup`` faster at any of them (ModelOpt's ONNX autotune keeps
+Q/DQ at >= 1.02x) goes back to float: its Q/DQ only cost time (int8<->float transitions around small ops). A final comparison keeps the
 starting graph only if its extra int8 pays by the same margin (one-tower comparisons can drift with
 machine noise). The same rule decides int8 vs fp16 for TensorRT on the device (the bundle's script).
 """

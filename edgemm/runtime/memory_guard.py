@@ -5,8 +5,9 @@ subprocesses some libraries start) every ``interval`` seconds. Over the limit, i
 main thread, which stops at its next Python instruction and raises ``MemoryLimitExceeded`` naming
 the step and the knobs that bound it. A library call in C (an onnxruntime calibration) only returns
 to Python when it is done, so if the run has not stopped ``GRACE_SECONDS`` after the interrupt and
-memory has grown to ``HARD_FACTOR`` times the limit, the watcher ends the process itself (exit 137, the OOM killer's code) after saying why: every artifact is written
-by rename, and an unfinished stage keeps its in-progress marker, so nothing is left looking complete.
+memory has grown to ``HARD_FACTOR`` times the limit, the watcher ends the process itself (exit 137, the
+OOM killer's code) after saying why: every artifact is written by rename, and an unfinished stage keeps
+its in-progress marker, so nothing is left looking complete.
 """
 from __future__ import annotations
 

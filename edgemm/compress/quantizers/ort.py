@@ -38,9 +38,13 @@ HISTOGRAM_SAMPLES = 64
 
 @lru_cache(maxsize=1)
 def _load_graph(graph: str, stamp: int):
-    """The preprocessed graph and its float tensors, read once per fallback run rather than once per try."""
-    model = onnx.load(graph, load_external_data=False)
-    return model, float_tensors(model)
+    """The preprocessed graph, read once per fallback run rather than once per try (and per use)."""
+    return onnx.load(graph, load_external_data=False)
+
+
+@lru_cache(maxsize=1)
+def _float_tensors(graph: str, stamp: int) -> set[str]:
+    return float_tensors(_load_graph(graph, stamp))
 
 
 @lru_cache(maxsize=2)
@@ -48,7 +52,7 @@ def _graph_towers(graph: str, fp32: str, stamp: int) -> tuple[dict[str, str], di
     """Node -> tower, tower -> modality and the tower names: read once per graph, not once per fallback try."""
     spec = resolve_model(fp32).spec  # the contract the ONNX carries
     modality = {tower: spec.input(inputs[0]).modality for tower, inputs in spec.towers.items()}
-    towers = node_towers(onnx.load(graph, load_external_data=False), {i.name: i.tower_name for i in spec.inputs})
+    towers = node_towers(_load_graph(graph, stamp), {i.name: i.tower_name for i in spec.inputs})
     return towers, modality, tuple(spec.towers)
 
 
@@ -148,9 +152,10 @@ class OrtQuantizer(OnnxQuantizer):
     @staticmethod
     def with_chains(graph: Path, scheme, exclude: list[str]) -> tuple[QuantizationSettings, list[str]]:
         """The scheme with the chain ops added, and every chain op placement did not choose excluded."""
-        model, floats = _load_graph(str(graph), graph.stat().st_mtime_ns)
+        stamp = graph.stat().st_mtime_ns
+        model = _load_graph(str(graph), stamp)
         int8 = {n.name for n in model.graph.node if n.op_type in scheme.op_types} - set(exclude)
-        chained = chain_nodes(model, int8, exclude, floats)
+        chained = chain_nodes(model, int8, exclude, _float_tensors(str(graph), stamp))
         others = [n.name for n in model.graph.node if n.op_type in CHAIN_OPS and n.name not in chained]
         extended = scheme.model_copy(update={"op_types": list(dict.fromkeys([*scheme.op_types, *CHAIN_OPS]))})
         return extended, sorted(set(exclude) | set(others))
