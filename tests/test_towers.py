@@ -181,3 +181,46 @@ def test_a_single_tower_model_keeps_its_class_count():
     prune(model, PruneConfig(stage="prune", ratio=0.5), round_to=None)
     out = model.module(torch.from_numpy(model.spec.example_inputs({"batch": 2})["image"]))
     assert out.shape == (2, 10)
+
+
+class _InvertedResidual(torch.nn.Module):
+    """MobileNetV2 / EfficientNet block: 1x1 expand, depthwise 3x3, 1x1 project, skip connection."""
+
+    def __init__(self, width: int, expand: int = 4):
+        super().__init__()
+        hidden = width * expand
+        self.expand = torch.nn.Sequential(torch.nn.Conv2d(width, hidden, 1), torch.nn.BatchNorm2d(hidden), torch.nn.ReLU6())
+        self.depthwise = torch.nn.Sequential(torch.nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
+                                             torch.nn.BatchNorm2d(hidden), torch.nn.ReLU6())
+        self.project = torch.nn.Sequential(torch.nn.Conv2d(hidden, width, 1), torch.nn.BatchNorm2d(width))
+
+    def forward(self, x):
+        return x + self.project(self.depthwise(self.expand(x)))
+
+
+def _tiny_mobilenet():
+    from edgemm.models.registry import LoadedModel
+    from edgemm.spec import AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), _InvertedResidual(16),
+                                 _InvertedResidual(16), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                 torch.nn.Linear(16, 3)).eval()
+    spec = ModelSpec(name="tiny-mobilenet", inputs=(InputSpec(name="image", modality="image", dtype="float32",
+                                                              shape=("batch", 3, 16, 16)),),
+                     outputs=(OutputSpec(name="logits", shape=("batch", 3)),),
+                     task=TaskSpec(kind="classification", output="logits", num_classes=3),
+                     axes={"batch": AxisRange(min=1, opt=2, max=8)})
+    return LoadedModel(spec, "tiny", "factory", module)
+
+
+def test_keep_residual_prunes_only_inside_inverted_residual_blocks():
+    kept, free = _tiny_mobilenet(), _tiny_mobilenet()
+    metrics = prune(kept, PruneConfig(stage="prune", ratio=0.5, keep_residual=True), round_to=None)
+    prune(free, PruneConfig(stage="prune", ratio=0.5), round_to=None)
+    block = kept.module[1]
+    assert block.expand[0].out_channels == 32 and block.depthwise[0].groups == 32  # expansion 64 -> 32
+    assert block.project[0].out_channels == 16 and kept.module[0].out_channels == 16  # the stream keeps 16
+    assert metrics["residual_groups_kept"] >= 1
+    assert free.module[0].out_channels < 16  # without the option the stream itself is narrowed
+    with torch.no_grad():
+        assert kept.module(torch.randn(2, 3, 16, 16)).shape == (2, 3)

@@ -3,6 +3,7 @@
 Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * task loss
        + feature_weight * MSE(student tower outputs, teacher tower outputs).
 
+``augment`` shows both models new crops and flips of the images every step (``compress/augment.py``).
 Towers are traced from the model (``models/tower_map.py``): ``freeze`` keeps pretrained towers
 bit-identical, ``tower_lr`` gives each its own learning rate. The stage's input counts as epoch 0:
 it never hands on weights worse than it was given.
@@ -20,12 +21,14 @@ from typing import Literal
 
 from pydantic import Field
 
+from edgemm.compress.augment import augment_inputs
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.data.datasets import load_split
 from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
 from edgemm.models.tower_map import TowerMap, trace_towers
+from edgemm.spec import ModelSpec
 from edgemm.train import TrainConfig, TrainResult, fit
 
 torch = lazy_import("torch")
@@ -47,6 +50,9 @@ class DistillConfig(StageConfig):
                                                                 "pretrained encoders keep their weights")
     tower_lr: dict[str, float] = Field(default_factory=dict, description="peak learning rate per tower (or module "
                                                                          "path); the rest train at lr")
+    augment: bool = Field(False, description="new random crops and flips of the image inputs every step, the same "
+                                             "for teacher and student (compress/augment.py): more to learn from "
+                                             "when a pruned CNN tower relearns its teacher on a small split")
 
 
 @STAGES.register
@@ -116,8 +122,12 @@ class DistillationLoss:
     """The loss ``fit`` calls; it hooks the towers of teacher and student on first use and unhooks on
     :meth:`close`, so neither model keeps capturing embeddings after distillation."""
 
-    def __init__(self, teacher: "torch.nn.Module", config: DistillConfig, roots: dict[str, list[str]] | None = None):
-        self.teacher, self.config, self.roots = teacher.eval(), config, roots or {}
+    def __init__(self, teacher: "torch.nn.Module", config: DistillConfig, roots: dict[str, list[str]] | None = None,
+                 spec: "ModelSpec | None" = None):
+        self.teacher, self.config, self.roots, self.spec = teacher.eval(), config, roots or {}, spec
+        if config.augment and spec is None:
+            raise ValueError("distill.augment needs the model contract (spec) to find the image inputs")
+        self.generator = torch.Generator().manual_seed(0)
         self.student_feats: dict[str, "torch.Tensor"] = {}
         self.teacher_feats: dict[str, "torch.Tensor"] = {}
         self.hooks: list = []
@@ -130,6 +140,8 @@ class DistillationLoss:
             self.hooked.add(id(inner))
             self.hooks += (_tower_outputs(inner, self.roots, self.student_feats)
                            + _tower_outputs(self.teacher, self.roots, self.teacher_feats))
+        if config.augment:
+            inputs = augment_inputs(self.spec, inputs, self.generator)
         with torch.no_grad():
             teacher_logits = self.teacher(*inputs)
         logits = student(*inputs)
@@ -162,7 +174,7 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
                                keep_input=True)
     towers = trace_towers(student.module, spec)
     groups, frozen = training_groups(student.module, towers, config)
-    loss = DistillationLoss(teacher.module, config, towers.roots)
+    loss = DistillationLoss(teacher.module, config, towers.roots, spec)
     try:
         return fit(student.module, spec, train, val, train_config, loss, progress, checkpoint_dir, groups, frozen)
     finally:

@@ -31,6 +31,10 @@ class PruneConfig(StageConfig):
     ignore: list[str] = Field(default_factory=list, description="module paths (prefixes) left untouched")
     prune_fusion: bool = Field(False, description="also narrow tower outputs and the fusion head (default: they "
                                                   "keep their width)")
+    keep_residual: bool = Field(False, description=(
+        "residual streams keep their width: only widths inside blocks are pruned (inverted-residual expansion "
+        "channels, MLP widths, attention heads), as MobileNet/EfficientNet pruning usually does; a channel of a "
+        "residual stream is read by every block after it, so removing it costs the most accuracy per FLOP saved"))
     round_to: int | None = Field(None, ge=1, description="default: the target profile's pruning.round_to")
     drop_layers: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict, description=(
         "per tower (or module path): the share of its transformer layers removed, evenly spaced as "
@@ -140,6 +144,12 @@ def drop_layers(module: "torch.nn.Module", towers, shares: dict[str, float]) -> 
     return kept
 
 
+def _residual(group) -> bool:
+    """Whether a torch-pruning group's channels run through an addition: a residual stream."""
+    return any(isinstance(item.dep.target.module, tp.ops._ElementWiseOp)
+               and "AddBackward" in str(item.dep.target.module._grad_fn) for item in group)
+
+
 def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict:
     """Prune ``model.module`` in place; return parameter counts, heads before/after and groups kept whole."""
     module, spec = model.module, model.spec
@@ -157,7 +167,7 @@ def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict
                   "random": tp.importance.RandomImportance()}[config.importance]
     heads_before = sum(getattr(m, c) for m, _, c in attention)
     ratios = {m: r for key, r in config.towers.items() for m in towers.resolve(module, key, "prune.towers")}
-    kept_whole = 0
+    kept_whole = kept_residual = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped nn.Parameter
         pruner = tp.pruner.MetaPruner(
@@ -170,10 +180,14 @@ def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict
             if not config.prune_fusion and any(id(item.dep.target.module) in fusion for item in group):
                 kept_whole += 1
                 continue
+            if config.keep_residual and _residual(group):
+                kept_residual += 1
+                continue
             group.prune()
     _set_heads(attention, head_dims)
     module.eval()
     return {"parameters_before": before, "parameters_after": sum(p.numel() for p in module.parameters()),
             "heads_before": heads_before, "heads_after": sum(getattr(m, c) for m, _, c in attention),
             "towers": {t: roots for t, roots in towers.roots.items()}, "groups_kept_whole": kept_whole,
+            "residual_groups_kept": kept_residual,
             "layers_kept": layers_kept}

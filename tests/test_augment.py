@@ -1,0 +1,46 @@
+"""Distillation's input augmentation: images get new views, other inputs do not, and teacher and
+student always see the same view."""
+from __future__ import annotations
+
+import torch
+
+from edgemm.compress.augment import augment_images, augment_inputs
+from edgemm.compress.stages.distill import DistillationLoss, DistillConfig
+from edgemm.data.datasets import load_split
+from edgemm.models.registry import resolve_model
+from edgemm.runtime.convert import to_tensors
+
+
+def test_images_get_new_views_and_other_modalities_pass_unchanged(trained_demo):
+    spec = resolve_model(trained_demo).spec
+    inputs = to_tensors(spec, load_split("edgemm-digits", "val").head(16).inputs)
+    out = augment_inputs(spec, inputs, torch.Generator().manual_seed(0))
+    for name, before, after in zip(spec.input_names, inputs, out):
+        assert after.shape == before.shape and after.dtype == before.dtype
+        if spec.input(name).modality == "image":
+            assert not torch.equal(after, before)
+        else:
+            assert after is before
+    again = augment_inputs(spec, inputs, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(out, again))  # seeded: a resumed run sees the same views
+
+
+def test_a_crop_of_a_flat_image_stays_flat_and_a_full_view_can_only_mirror():
+    flat = torch.full((8, 3, 32, 32), 0.7)
+    assert torch.allclose(augment_images(flat, torch.Generator().manual_seed(1)), flat)  # border padding, no black edges
+    ramp = torch.linspace(0, 1, 32).expand(4, 3, 32, 32).contiguous()
+    full = augment_images(ramp, torch.Generator().manual_seed(2), min_area=1.0)
+    for view in full:  # crop = whole image: the only change left is a left-right flip
+        assert torch.allclose(view, ramp[0], atol=1e-5) or torch.allclose(view, ramp[0].flip(-1), atol=1e-5)
+
+
+def test_teacher_and_student_see_the_same_augmented_batch(trained_demo):
+    """A student identical to its teacher has zero distillation loss only if both saw one view."""
+    teacher, student = resolve_model(trained_demo), resolve_model(trained_demo)
+    batch = load_split("edgemm-digits", "val").head(64)
+    inputs, labels = to_tensors(student.spec, batch.inputs), torch.from_numpy(batch.labels)
+    config = DistillConfig(stage="distill", alpha=1.0, feature_weight=1.0, augment=True)
+    loss = DistillationLoss(teacher.module, config, {"image": ["towers.image"]}, student.spec)
+    with torch.no_grad():
+        assert loss(student.module.eval(), inputs, labels).item() < 1e-6
+    loss.close()
