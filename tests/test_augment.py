@@ -22,7 +22,7 @@ def test_images_get_new_views_and_other_modalities_pass_unchanged(trained_demo):
         else:
             assert after is before
     again = augment_inputs(spec, inputs, torch.Generator().manual_seed(0))
-    assert all(torch.equal(a, b) for a, b in zip(out, again))  # seeded: a resumed run sees the same views
+    assert all(torch.equal(a, b) for a, b in zip(out, again))  # the same seed, the same views
 
 
 def test_a_crop_of_a_flat_image_stays_flat_and_a_full_view_can_only_mirror():

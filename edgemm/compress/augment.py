@@ -20,9 +20,11 @@ F = lazy_import("torch.nn.functional")
 MIN_AREA = 0.6  # smallest crop, as a share of the image: small enough to vary, large enough to keep the object
 
 
-def augment_images(images: "torch.Tensor", generator: "torch.Generator", min_area: float = MIN_AREA) -> "torch.Tensor":
+def augment_images(images: "torch.Tensor", generator: "torch.Generator | None" = None,
+                   min_area: float = MIN_AREA) -> "torch.Tensor":
     """A square random crop of each image (``min_area``..1 of its area, anywhere inside it), flipped
-    left-right with probability 1/2, resized back to the input size (bilinear)."""
+    left-right with probability 1/2, resized back to the input size (bilinear). Without a generator
+    the draws come from torch's global RNG, which training checkpoints and restores on resume."""
     n = images.shape[0]
     scale = torch.empty(n).uniform_(math.sqrt(min_area), 1.0, generator=generator)
     shift_x = (torch.rand(n, generator=generator) * 2 - 1) * (1 - scale)
@@ -35,7 +37,8 @@ def augment_images(images: "torch.Tensor", generator: "torch.Generator", min_are
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def augment_inputs(spec: ModelSpec, inputs: list["torch.Tensor"], generator: "torch.Generator") -> list["torch.Tensor"]:
+def augment_inputs(spec: ModelSpec, inputs: list["torch.Tensor"],
+                   generator: "torch.Generator | None" = None) -> list["torch.Tensor"]:
     """The model's inputs (in ``spec.input_names`` order) with each 4-D image input augmented."""
     return [augment_images(tensor, generator) if spec.input(name).modality == "image" and tensor.dim() == 4
             and tensor.is_floating_point() else tensor

@@ -127,7 +127,6 @@ class DistillationLoss:
         self.teacher, self.config, self.roots, self.spec = teacher.eval(), config, roots or {}, spec
         if config.augment and spec is None:
             raise ValueError("distill.augment needs the model contract (spec) to find the image inputs")
-        self.generator = torch.Generator().manual_seed(0)
         self.student_feats: dict[str, "torch.Tensor"] = {}
         self.teacher_feats: dict[str, "torch.Tensor"] = {}
         self.hooks: list = []
@@ -141,7 +140,7 @@ class DistillationLoss:
             self.hooks += (_tower_outputs(inner, self.roots, self.student_feats)
                            + _tower_outputs(self.teacher, self.roots, self.teacher_feats))
         if config.augment:
-            inputs = augment_inputs(self.spec, inputs, self.generator)
+            inputs = augment_inputs(self.spec, inputs)  # global RNG: seeded by fit, restored on resume
         with torch.no_grad():
             teacher_logits = self.teacher(*inputs)
         logits = student(*inputs)
