@@ -40,11 +40,14 @@ class TowerMap:
         return self.modules_of(FUSION)
 
     def resolve(self, model: "torch.nn.Module", key: str, option: str) -> list["torch.nn.Module"]:
-        """A recipe's tower key (``prune.towers``, ``distill.freeze``...): a tower's outermost modules, or a
-        module path; anything else is a ConfigError naming ``option``."""
+        """A recipe's tower key (``prune.towers``, ``distill.freeze``...): a tower's outermost modules,
+        ``fusion`` (what reads several towers: the head), or a module path; anything else is a ConfigError naming ``option``."""
         modules = dict(model.named_modules())
         if key in self.roots:
             return [modules[path] for path in self.roots[key]]
+        if key == FUSION and self.fusion:  # the head (and any fusion layers): their outermost modules
+            paths = self.fusion
+            return [modules[p] for p in paths if not any(p.startswith(o + ".") for o in paths)]
         if key and key in modules:
             return [modules[key]]
         raise ConfigError(f"{option}: {key!r} is neither a tower of the model nor one of its modules",
