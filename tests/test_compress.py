@@ -433,6 +433,18 @@ def test_a_gate_finer_than_two_samples_of_its_split_is_flagged_as_noise():
     assert Gates(max_accuracy_drop=5.0, max_relative_drop=0.05).resolution_warning(110) is None
 
 
+def test_a_held_out_split_that_lost_more_than_the_budget_is_named():
+    """Measured on the real model: the val gate passed (-0.9 points) while ood lost 20.9 with the head trained."""
+    from edgemm.compress.gates import Gates, held_out_warnings
+
+    gates = Gates(max_accuracy_drop=1.9)
+    reference = {"val": 0.891, "test": 0.924, "ood": 0.895}
+    warnings = held_out_warnings(gates, 0.019, reference, {"val": 0.882, "test": 0.905, "ood": 0.686})
+    assert len(warnings) == 1 and warnings[0].startswith("ood accuracy fell 20.9 points")  # test lost 1.9: within
+    assert "gates.split" in warnings[0] and "distill.freeze" in warnings[0]
+    assert held_out_warnings(gates, 0.019, reference, {"val": 0.5, "test": 0.93, "ood": 0.9}) == []  # val: the gate's
+
+
 def test_speed_batches_larger_than_calibration_are_refused_with_the_fix():
     with pytest.raises(pydantic.ValidationError, match="speed.batch_sizes times batch 16.*calibration_samples is 8"):
         _ort_config(calibration_samples=8, speed={"batch_sizes": [1, 16]})

@@ -111,6 +111,8 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
     say("gates passed:", "green", f"{g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "
         f"{100 * g['final_accuracy']:.2f} %, batch-{g['batch_size']} {g['speedup_vs_torch_eager']:.2f}× vs "
         f"torch eager, {g['speedup_vs_ort_fp32']:.2f}× vs ORT fp32", out)
+    for warning in g.get("warnings", []):
+        say("warning:", "yellow", warning, out)
     say("wrote", "", f"{result.final} and {result.out_dir / 'report.md'}", out)
 
 

@@ -148,4 +148,6 @@ def comparison_markdown(report: BenchReport, gates: dict, stages: list[dict], re
             f"**Gates ({gates['split']} split): {verdict}.** Accuracy {100 * gates['reference_accuracy']:.2f} % → "
             f"{100 * gates['final_accuracy']:.2f} % (allowed drop {100 * gates['allowed_drop']:.2f} pts); "
             f"batch-{gates['batch_size']} speed-up {gates['speedup_vs_torch_eager']:.2f}× vs torch eager, "
-            f"{gates['speedup_vs_ort_fp32']:.2f}× vs ORT fp32.\n\nStages:\n{stage_lines}\n")
+            f"{gates['speedup_vs_ort_fp32']:.2f}× vs ORT fp32.\n"
+            + "".join(f"\n> ⚠️ {w}\n" for w in gates.get("warnings", []))
+            + f"\nStages:\n{stage_lines}\n")
