@@ -129,6 +129,11 @@ def test_distill_with_frozen_towers_leaves_them_bit_identical(own_folder):
     assert kept and all(torch.equal(before[k], after[k]) for k in kept)  # weights and buffers alike
     moved = [k for k in before if k.startswith("vision.") and not torch.equal(before[k], after[k])]
     assert moved or result.best_epoch == 0  # the rest trained (unless no epoch beat the input)
+    from edgemm.compress.recipe import recipe_model
+    from edgemm.compress.runner import check_recipe
+    recipe = recipe_model().model_validate({"name": "image-only", "stages": [
+        {"stage": "distill", "freeze": ["text", FUSION], "tower_lr": {FUSION: 1e-4}}]})
+    check_recipe(recipe, str(own_folder), ("train", "val", "test"), student.spec, student.module)  # as compress does
 
 
 def test_distill_never_hands_on_weights_worse_than_its_input(own_folder):

@@ -29,8 +29,10 @@ IN_PROGRESS = "in_progress.json"  # a started stage's key; with no manifest besi
 
 # Recipe keys that name towers, and what each accepts besides the contract's towers: (description, names).
 _MODULE_PATHS = ("a module path", lambda module: {n for n, _ in module.named_modules() if n} if module else set())
+_MODULE_PATHS_OR_FUSION = ("a module path or 'fusion'", lambda module: _MODULE_PATHS[1](module) | {"fusion"})
 TOWER_KEYS: dict[str, tuple[str, Callable[[Any], set[str]]]] = {
-    "towers": _MODULE_PATHS, "freeze": _MODULE_PATHS, "tower_lr": _MODULE_PATHS, "drop_layers": _MODULE_PATHS,
+    "towers": _MODULE_PATHS, "drop_layers": _MODULE_PATHS,
+    "freeze": _MODULE_PATHS_OR_FUSION, "tower_lr": _MODULE_PATHS_OR_FUSION,  # training the head or not
     "tower_modes": ("a modality or 'fusion'", lambda _m: set(get_args(Modality)) | {"fusion"}),  # any modality:
     "keep_float": ("'fusion'", lambda _m: {"fusion"}),  # a built-in recipe serves models without that tower
 }
