@@ -41,7 +41,8 @@ class TowerMap:
 
     def resolve(self, model: "torch.nn.Module", key: str, option: str) -> list["torch.nn.Module"]:
         """A recipe's tower key (``prune.towers``, ``distill.freeze``...): a tower's outermost modules,
-        ``fusion`` (what reads several towers: the head), or a module path; anything else is a ConfigError naming ``option``."""
+        ``fusion`` (what reads several towers: the head), or a module path; anything else is a ConfigError
+        naming ``option``."""
         modules = dict(model.named_modules())
         if key in self.roots:
             return [modules[path] for path in self.roots[key]]

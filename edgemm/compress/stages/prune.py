@@ -33,8 +33,8 @@ class PruneConfig(StageConfig):
                                                   "keep their width)")
     keep_residual: bool = Field(False, description=(
         "residual streams keep their width: only widths inside blocks are pruned (inverted-residual expansion "
-        "channels, MLP widths, attention heads), as MobileNet/EfficientNet pruning usually does; a channel of a "
-        "residual stream is read by every block after it, so removing it costs the most accuracy per FLOP saved"))
+        "channels, MLP widths, attention heads), as MobileNet/EfficientNet pruning often does. Measured on "
+        "EfficientNet-Lite0 at image 0.5 with the same distillation: worse than pruning every group (82.7 vs 86.4 %)"))
     round_to: int | None = Field(None, ge=1, description="default: the target profile's pruning.round_to")
     drop_layers: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict, description=(
         "per tower (or module path): the share of its transformer layers removed, evenly spaced as "
