@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgemm.compress.augment import augment_images, augment_inputs
+from edgemm.compress.augment import augment_images, augment_inputs, drop_modalities
 from edgemm.compress.stages.distill import DistillationLoss, DistillConfig
 from edgemm.data.datasets import load_split
 from edgemm.models.registry import resolve_model
@@ -41,6 +41,50 @@ def test_teacher_and_student_see_the_same_augmented_batch(trained_demo):
     inputs, labels = to_tensors(student.spec, batch.inputs), torch.from_numpy(batch.labels)
     config = DistillConfig(stage="distill", alpha=1.0, feature_weight=1.0, augment=True)
     loss = DistillationLoss(teacher.module, config, {"image": ["towers.image"]}, student.spec)
+    with torch.no_grad():
+        assert loss(student.module.eval(), inputs, labels).item() < 1e-6
+    loss.close()
+
+
+def test_modality_dropout_blanks_whole_towers_in_some_samples(trained_demo):
+    spec = resolve_model(trained_demo).spec
+    inputs = to_tensors(spec, load_split("edgemm-digits", "val").head(256).inputs)
+    out = drop_modalities(spec, inputs, {"text": 0.5, "audio": 0.0}, torch.Generator().manual_seed(0))
+    by_name = dict(zip(spec.input_names, out))
+    before = dict(zip(spec.input_names, inputs))
+    assert torch.equal(by_name["audio"], before["audio"]) and torch.equal(by_name["image"], before["image"])
+    pad = spec.input("text").pad_id
+    blank = (by_name["text"] == pad).all(1)
+    changed = (by_name["text"] != before["text"]).any(1)
+    assert 80 < int(blank.sum()) < 176  # about half of 256 samples
+    assert torch.equal(by_name["text"][~blank], before["text"][~blank])  # the rest untouched
+    assert changed.sum() > 60  # the demo's own missing captions are blank already; most dropped ones were not
+
+
+def test_a_dropped_tower_takes_all_its_inputs_with_it():
+    """ids and attention mask of one text tower vanish in the same samples (a mask without ids is no caption)."""
+    from edgemm.spec import InputSpec, ModelSpec, OutputSpec, TaskSpec
+    spec = ModelSpec(name="m", inputs=(
+        InputSpec(name="image", modality="image", dtype="float32", shape=("batch", 3, 8, 8)),
+        InputSpec(name="ids", modality="text", dtype="int64", shape=("batch", "seq"), vocab_size=50, pad_id=1,
+                  tower="text"),
+        InputSpec(name="mask", modality="text", dtype="int64", shape=("batch", "seq"), tower="text")),
+        outputs=(OutputSpec(name="logits", shape=("batch", 3)),),
+        task=TaskSpec(kind="classification", output="logits", num_classes=3),
+        axes={"batch": {"min": 1, "opt": 4, "max": 64}, "seq": {"min": 1, "opt": 4, "max": 16}})
+    ids, mask = torch.randint(2, 50, (64, 6)), torch.ones(64, 6, dtype=torch.int64)
+    image, out_ids, out_mask = drop_modalities(spec, [torch.rand(64, 3, 8, 8), ids, mask], {"text": 0.5},
+                                               torch.Generator().manual_seed(3))
+    gone_ids, gone_mask = (out_ids == 1).all(1), (out_mask == 0).all(1)
+    assert 0 < int(gone_ids.sum()) < 64 and torch.equal(gone_ids, gone_mask)
+
+
+def test_teacher_and_student_see_the_same_dropped_modalities(trained_demo):
+    teacher, student = resolve_model(trained_demo), resolve_model(trained_demo)
+    batch = load_split("edgemm-digits", "val").head(64)
+    inputs, labels = to_tensors(student.spec, batch.inputs), torch.from_numpy(batch.labels)
+    config = DistillConfig(stage="distill", alpha=1.0, modality_dropout={"image": 0.5, "text": 0.5})
+    loss = DistillationLoss(teacher.module, config, {}, student.spec)
     with torch.no_grad():
         assert loss(student.module.eval(), inputs, labels).item() < 1e-6
     loss.close()

@@ -136,6 +136,24 @@ def test_distill_with_frozen_towers_leaves_them_bit_identical(own_folder):
     check_recipe(recipe, str(own_folder), ("train", "val", "test"), student.spec, student.module)  # as compress does
 
 
+
+def test_distill_with_the_text_tower_dropped_in_half_the_samples_trains_and_names_only_towers(own_folder):
+    """ids and mask blanked together reach a BERT-like tower as an all-padding caption: the loss stays finite."""
+    from edgemm.compress.recipe import recipe_model
+    from edgemm.compress.runner import check_recipe
+    teacher, student = resolve_model(OWN), resolve_model(OWN)
+    config = DistillConfig(stage="distill", epochs=1, batch_size=16, modality_dropout={"text": 0.5})
+    result = distill(student, teacher, config, data=str(own_folder))
+    assert all(torch.isfinite(p).all() for p in student.module.parameters())
+    assert result.history and all(h["val_accuracy"] == h["val_accuracy"] for h in result.history)  # no NaN
+    for bad in ("txt", FUSION):  # the head has no inputs to blank
+        recipe = recipe_model().model_validate({"name": "d", "stages": [
+            {"stage": "distill", "modality_dropout": {bad: 0.3}}]})
+        with pytest.raises(ConfigError, match=f"modality_dropout names \\['{bad}'\\]: not a tower of model"):
+            check_recipe(recipe, str(own_folder), ("train", "val", "test"), student.spec, student.module)
+    with pytest.raises(ValueError, match="less than 1"):
+        DistillConfig(stage="distill", modality_dropout={"text": 1.0})
+
 def test_distill_never_hands_on_weights_worse_than_its_input(own_folder):
     """A learning rate that wrecks a trained model: no epoch beats the input, so the input comes back."""
     from edgemm.data.datasets import load_split

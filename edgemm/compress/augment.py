@@ -6,6 +6,11 @@ samples: with a few hundred real images that is what lets a pruned CNN tower rel
 embedding instead of memorising the split. Both models see the *same* augmented batch, so the
 targets stay exact. Only image inputs are transformed (random resized crop + horizontal flip, one
 vectorised ``grid_sample``); other modalities pass unchanged.
+
+Modality dropout blanks whole towers in some samples: the contract's empty value (zeros, all pad ids)
+in every input of that tower, as a dead sensor or a missing caption would arrive. The teacher's answer
+on the rest is the target, so a student whose pruned image tower got weaker cannot lean on the
+caption instead: that shift passes an English val gate and fails on captions in another language.
 """
 from __future__ import annotations
 
@@ -43,3 +48,25 @@ def augment_inputs(spec: ModelSpec, inputs: list["torch.Tensor"],
     return [augment_images(tensor, generator) if spec.input(name).modality == "image" and tensor.dim() == 4
             and tensor.is_floating_point() else tensor
             for name, tensor in zip(spec.input_names, inputs)]
+
+
+def drop_modalities(spec: ModelSpec, inputs: list["torch.Tensor"], rates: dict[str, float],
+                    generator: "torch.Generator | None" = None) -> list["torch.Tensor"]:
+    """The model's inputs with each tower in ``rates`` blanked in a random share of the samples (one draw
+    per sample and tower, shared by the tower's inputs: ids and mask vanish together). Blank is the
+    contract's empty value: the pad id of token inputs, zeros elsewhere."""
+    out = list(inputs)
+    batch = inputs[0].shape[0]
+    for tower, rate in sorted(rates.items()):
+        if rate <= 0:
+            continue
+        dropped = torch.rand(batch, generator=generator) < rate
+        for i, name in enumerate(spec.input_names):
+            spec_input = spec.input(name)
+            if spec_input.tower_name != tower:
+                continue
+            tensor = out[i]
+            empty = torch.full_like(tensor, spec_input.pad_id or 0)
+            where = dropped.view(-1, *([1] * (tensor.dim() - 1))).to(tensor.device)
+            out[i] = torch.where(where, empty, tensor)
+    return out

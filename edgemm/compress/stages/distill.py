@@ -3,7 +3,8 @@
 Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * task loss
        + feature_weight * MSE(student tower outputs, teacher tower outputs).
 
-``augment`` shows both models new crops and flips of the images every step (``compress/augment.py``).
+``augment`` shows both models new crops and flips of the images every step, ``modality_dropout`` blanks
+whole towers in some samples (``compress/augment.py``); teacher and student always see the same batch.
 Towers are traced from the model (``models/tower_map.py``): ``freeze`` keeps pretrained towers
 bit-identical, ``tower_lr`` gives each its own learning rate. The stage's input counts as epoch 0:
 it never hands on weights worse than it was given.
@@ -17,11 +18,11 @@ import argparse
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from edgemm.compress.augment import augment_inputs
+from edgemm.compress.augment import augment_inputs, drop_modalities
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.data.datasets import load_split
 from edgemm.errors import ConfigError
@@ -53,6 +54,10 @@ class DistillConfig(StageConfig):
     augment: bool = Field(False, description="new random crops and flips of the image inputs every step, the same "
                                              "for teacher and student (compress/augment.py): more to learn from "
                                              "when a pruned CNN tower relearns its teacher on a small split")
+    modality_dropout: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=dict, description="share of samples per step in which a tower's inputs are blanked (zeros, "
+        "pad ids), the same for teacher and student: the student keeps the teacher's answer without that modality "
+        "instead of leaning on it (e.g. {text: 0.3} when the captions out of domain are in another language)")
 
 
 @STAGES.register
@@ -125,8 +130,8 @@ class DistillationLoss:
     def __init__(self, teacher: "torch.nn.Module", config: DistillConfig, roots: dict[str, list[str]] | None = None,
                  spec: "ModelSpec | None" = None):
         self.teacher, self.config, self.roots, self.spec = teacher.eval(), config, roots or {}, spec
-        if config.augment and spec is None:
-            raise ValueError("distill.augment needs the model contract (spec) to find the image inputs")
+        if (config.augment or config.modality_dropout) and spec is None:
+            raise ValueError("distill.augment and modality_dropout need the model contract (spec) to find the inputs")
         self.student_feats: dict[str, "torch.Tensor"] = {}
         self.teacher_feats: dict[str, "torch.Tensor"] = {}
         self.hooks: list = []
@@ -141,6 +146,8 @@ class DistillationLoss:
                            + _tower_outputs(self.teacher, self.roots, self.teacher_feats))
         if config.augment:
             inputs = augment_inputs(self.spec, inputs)  # global RNG: seeded by fit, restored on resume
+        if config.modality_dropout:
+            inputs = drop_modalities(self.spec, inputs, config.modality_dropout)
         with torch.no_grad():
             teacher_logits = self.teacher(*inputs)
         logits = student(*inputs)
