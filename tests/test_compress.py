@@ -277,6 +277,10 @@ def test_compress_end_to_end_writes_final_model_and_reuses_stages(trained_demo, 
     assert not (tmp_path / "02-prune" / "in_progress.json").exists()
     report_md = (tmp_path / "report.md").read_text()
     assert "| (c) compressed: small | ort-cpu |" in report_md and "| (a) torch fp32 eager | torch |" in report_md
+    paired = manifest["metrics"]["gates"]["paired"]  # the gate's drop, per sample of the val split
+    assert paired["samples"] == len(load_split("edgemm-digits", "val"))
+    assert paired["drop_points"] == pytest.approx(100 * (result.gates["reference_accuracy"] - result.gates["final_accuracy"]))
+    assert f"{paired['worse']} of {paired['samples']} samples got worse" in report_md
     final = resolve_model(str(result.final))
     assert final.spec == resolve_model(trained_demo).spec  # deployable artifact carries the contract
     logs.clear()
@@ -432,6 +436,49 @@ def test_a_gate_finer_than_two_samples_of_its_split_is_flagged_as_noise():
     assert "gates.max_relative_drop" in relative and "at least 0.019" in relative
     assert Gates(max_accuracy_drop=5.0, max_relative_drop=0.05).resolution_warning(110) is None
 
+
+
+def _paired(n: int, worse: int, better: int):
+    reference = np.ones(n, bool)
+    reference[n - better:] = False  # the samples that will get better start wrong
+    final = reference.copy()
+    final[:worse], final[n - better:] = False, True
+    return reference, final
+
+
+def test_the_gates_drop_comes_with_what_it_rests_on():
+    from edgemm.compress.gates import paired_drop
+
+    two_worse = paired_drop(*_paired(110, worse=2, better=0))  # the Tux Paint val split, two samples lost
+    assert (two_worse["worse"], two_worse["better"], two_worse["samples"]) == (2, 0, 110)
+    assert two_worse["drop_points"] == pytest.approx(200 / 110)
+    low, high = two_worse["drop_ci95_points"]
+    assert low < 200 / 110 < high and high > 4.0  # two flips on 110 samples cannot rule out a 4-point loss
+    swapped = paired_drop(*_paired(110, worse=2, better=2))
+    assert swapped["drop_points"] == 0 and swapped["drop_ci95_points"][0] == -swapped["drop_ci95_points"][1] < 0
+    unchanged = paired_drop(*_paired(110, worse=0, better=0))
+    assert 0 < unchanged["drop_ci95_points"][1] < high  # nothing changed still bounds what 110 samples can miss
+    big = paired_drop(*_paired(10_000, worse=200, better=100))
+    assert big["drop_points"] == pytest.approx(1.0) and 0.5 < big["drop_ci95_points"][0] < 1.0 < big["drop_ci95_points"][1] < 1.5
+    with pytest.raises(ValueError, match="one flag per sample"):
+        paired_drop(np.ones(5, bool), np.ones(6, bool))
+
+
+def test_a_confident_gate_fails_where_the_split_cannot_show_the_loss_is_small():
+    from edgemm.compress.gates import Gates, accuracy_failures, paired_drop
+
+    reference, final = _paired(110, worse=2, better=0)  # observed 1.82 points: within a 1.9-point budget
+    paired = paired_drop(reference, final)
+    args = (reference.mean(), final.mean(), paired)
+    assert accuracy_failures(Gates(max_accuracy_drop=1.9), *args) == []
+    [failure] = accuracy_failures(Gates(max_accuracy_drop=1.9, decision="confident"), *args)
+    assert "95 % interval reaches" in failure and "2 of 110 samples got worse" in failure and "larger gate split" in failure
+    reference, final = _paired(10_000, worse=60, better=40)  # 0.2 points on a split that can show it
+    assert accuracy_failures(Gates(max_accuracy_drop=1.0, decision="confident"), reference.mean(), final.mean(),
+                             paired_drop(reference, final)) == []
+    [observed] = accuracy_failures(Gates(max_accuracy_drop=1.0, decision="confident"), 0.9, 0.85,
+                                   paired_drop(*_paired(100, worse=5, better=0)))
+    assert observed.startswith("val accuracy dropped 5.00 points (allowed 1.00)")
 
 def test_a_held_out_split_that_lost_more_than_the_budget_is_named():
     """Measured on the real model: the val gate passed (-0.9 points) while ood lost 21.0 with the head trained."""

@@ -108,8 +108,10 @@ def compress(model: Annotated[Optional[str], typer.Argument(help="trained model;
                               progress=progress, max_memory=limit)
     out.print(tables.bench_table(result.report, result.labels))
     g = result.gates
+    low, high = g["paired"]["drop_ci95_points"]
     say("gates passed:", "green", f"{g['split']} accuracy {100 * g['reference_accuracy']:.2f} % → "
-        f"{100 * g['final_accuracy']:.2f} %, batch-{g['batch_size']} {g['speedup_vs_torch_eager']:.2f}× vs "
+        f"{100 * g['final_accuracy']:.2f} % (drop 95 % interval [{low:.2f}, {high:.2f}] pts), "
+        f"batch-{g['batch_size']} {g['speedup_vs_torch_eager']:.2f}× vs "
         f"torch eager, {g['speedup_vs_ort_fp32']:.2f}× vs ORT fp32", out)
     for warning in g.get("warnings", []):
         say("warning:", "yellow", warning, out)

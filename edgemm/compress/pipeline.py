@@ -78,7 +78,8 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         ctx = Context(recipe.gates, profile, teacher, dataset, out_dir, threads, log, progress)
         source = Artifact("torch", out_dir / "00-input")
         save_model(teacher, source.path)  # the run is self-contained; same bytes give the same stage keys
-        ctx.reference_accuracy = ctx.accuracy(source)
+        ctx.reference_correct = ctx.correct(source)
+        ctx.reference_accuracy = float(ctx.reference_correct.mean())
         log(f"input model: {recipe.gates.split} accuracy {100 * ctx.reference_accuracy:.2f} %")
         guard.step = "stage 01-export"
         reference_onnx, _ = run_stage(1, "export", None, source, ctx)
@@ -100,7 +101,7 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(splits, recipe),
                            dataset=dataset, timing=timing or TimingSettings.for_compress())
         torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
-        gates = check_gates(recipe.gates, ctx.reference_accuracy, ctx.accuracy(artifact), report, torch_fp32.id,
+        gates = check_gates(recipe.gates, ctx.reference_correct, ctx.correct(artifact), report, torch_fp32.id,
                             ort_fp32.id, final.id)
         labels = {torch_fp32.id: "(a) torch fp32 eager", ort_fp32.id: "(b) ONNX Runtime fp32",
                   final.id: f"(c) compressed: {recipe.name}"}
@@ -138,6 +139,17 @@ def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...
     return tuple(s for s in splits if s not in ("train", recipe.gates.split)) or (recipe.gates.split,)
 
 
+def paired_note(gates: dict) -> str:
+    """What the gate's drop rests on: samples changed and the 95 % interval (reports written before it: none)."""
+    paired = gates.get("paired")
+    if not paired:
+        return ""
+    low, high = paired["drop_ci95_points"]
+    return (f"; {paired['worse']} of {paired['samples']} samples got worse, {paired['better']} better; drop 95 % "
+            f"interval [{low:.2f}, {high:.2f}] pts, gate decides on the "
+            f"{'upper end' if gates.get('decision') == 'confident' else 'observed drop'}")
+
+
 def comparison_markdown(report: BenchReport, gates: dict, stages: list[dict], recipe: RecipeBase,
                         labels: dict[str, str]) -> str:
     table = to_markdown(report, labels, title=f"edgemm compress: {recipe.name}")
@@ -146,7 +158,8 @@ def comparison_markdown(report: BenchReport, gates: dict, stages: list[dict], re
                             f"({s['accuracy_drop_points']:+.2f} pts drop), {s['seconds']} s" for s in stages)
     return (f"{table}\n"
             f"**Gates ({gates['split']} split): {verdict}.** Accuracy {100 * gates['reference_accuracy']:.2f} % → "
-            f"{100 * gates['final_accuracy']:.2f} % (allowed drop {100 * gates['allowed_drop']:.2f} pts); "
+            f"{100 * gates['final_accuracy']:.2f} % (allowed drop {100 * gates['allowed_drop']:.2f} pts"
+            f"{paired_note(gates)}); "
             f"batch-{gates['batch_size']} speed-up {gates['speedup_vs_torch_eager']:.2f}× vs torch eager, "
             f"{gates['speedup_vs_ort_fp32']:.2f}× vs ORT fp32.\n"
             + "".join(f"\n> ⚠️ {w}\n" for w in gates.get("warnings", []))

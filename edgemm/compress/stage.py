@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from edgemm.compress.gates import Gates
@@ -16,6 +17,7 @@ from edgemm.export.profiles import ExportProfile
 from edgemm.models.registry import LoadedModel, content_sha256, resolve_model
 from edgemm.registry import Component, Registry
 from edgemm.runtime import Session, accuracy, load_session
+from edgemm.runtime.evaluate import correct
 
 Log = Callable[[str], None]
 
@@ -47,6 +49,7 @@ class Context:
     log: Log
     progress: Callable | None = None
     reference_accuracy: float = 0.0
+    reference_correct: np.ndarray | None = None  # per gate-split sample, for the final gate's paired statistics
     stage_dir: Path = field(default_factory=Path)
 
     def split(self, name: str | None = None) -> Split:
@@ -58,7 +61,11 @@ class Context:
 
     def accuracy(self, artifact: Artifact, split: str | None = None) -> float:
         """Accuracy of an artifact on its default backend: the figure every gate reads."""
-        return self.session_accuracy(load_session(artifact.load(), threads=self.threads), split)
+        return float(self.correct(artifact, split).mean())
+
+    def correct(self, artifact: Artifact, split: str | None = None) -> np.ndarray:
+        """Per sample of the split, whether the artifact's top-1 is right: the final gate pairs it with the input's."""
+        return correct(load_session(artifact.load(), threads=self.threads), self.split(split))
 
     def allowed_drop(self, stage_limit: float | None) -> float:
         """The recipe's accuracy budget (a fraction), tightened by a stage's own ``max_accuracy_drop``."""

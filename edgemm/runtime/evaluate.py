@@ -63,14 +63,24 @@ def require_finite(values: np.ndarray, session: "Session", on: str) -> np.ndarra
 
 def accuracy(session: "Session", data: "Split", batch_size: int | None = None) -> float:
     """Top-1 accuracy of a classifier session on a labelled split."""
+    return float(correct(session, data, batch_size).mean())
+
+
+def correct(session: "Session", data: "Split", batch_size: int | None = None) -> np.ndarray:
+    """Per sample of a labelled split: did the classifier's top-1 match the label (paired gate statistics)."""
     if session.spec.task.kind != "classification":
         raise ConfigError(f"model {session.spec.name!r} is a {session.spec.task.kind} model: it has no accuracy",
                           "score it by fidelity to a reference instead")
-    return accuracy_of(task_outputs(session, data, batch_size), data, session.spec.name)
+    return correct_of(task_outputs(session, data, batch_size), data, session.spec.name)
 
 
 def accuracy_of(scores: np.ndarray, data: "Split", model: str) -> float:
-    """Top-1 accuracy of task outputs on a split's labels, which must be class indices the model scores
+    """Top-1 accuracy of task outputs on a split's labels (see :func:`correct_of`)."""
+    return float(correct_of(scores, data, model).mean())
+
+
+def correct_of(scores: np.ndarray, data: "Split", model: str) -> np.ndarray:
+    """Per-sample top-1 hits of task outputs on a split's labels, which must be class indices the model scores
     (labels of 99 for 3 classes would score 0 % and look like a bad model, not bad data)."""
     labels = np.asarray(data.labels)
     if labels.dtype.kind in "bf" and np.array_equal(labels, np.round(labels)):  # 0./1./2. or True/False: indices
@@ -81,7 +91,7 @@ def accuracy_of(scores: np.ndarray, data: "Split", model: str) -> float:
         raise InputError(f"split {data.name!r} has labels {found[:8]}{' ...' if len(found) > 8 else ''}, "
                          f"but model {model!r} scores classes 0..{classes - 1}",
                          "labels are class indices (integers); map names through the contract's task.labels")
-    return metrics.accuracy(scores, labels)
+    return np.asarray(scores).argmax(axis=-1) == labels
 
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray, classification: bool = True) -> dict[str, float]:
