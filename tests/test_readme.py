@@ -33,3 +33,19 @@ def test_compress_your_own_model_as_the_readme_says(tmp_path):
     assert [set(r["accuracy"]) for r in report["results"]] == [{"test"}, {"test"}]  # the recorded data, unasked
     assert all(r["accuracy"]["test"] > 0.8 for r in report["results"])  # trained weights were used
     assert (tmp_path / "runs" / "own" / "final" / "model.onnx").is_file()
+
+
+def test_the_readmes_expanded_default_recipe_is_the_shipped_one_with_every_key():
+    """It drifted once (drop_layers: {} after the shipped recipe had {text: 0.5}); a key the README leaves out
+    is a key a user cannot find there."""
+    import yaml
+    from edgemm.compress.recipe import load_recipe, recipe_model
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("backend validates its own keys", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    written = yaml.safe_load(block)
+    shipped = load_recipe("prune-distill-int8").model_dump(mode="json")
+    assert recipe_model().model_validate(written).model_dump(mode="json") == shipped
+    assert set(written) == set(shipped) and set(written["gates"]) == set(shipped["gates"])
+    for mine, theirs in zip(written["stages"], shipped["stages"], strict=True):
+        assert set(mine) == set(theirs), f"{theirs['stage']}: README lacks {sorted(set(theirs) - set(mine))}"
