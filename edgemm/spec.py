@@ -105,6 +105,12 @@ class InputSpec(_Strict):
         return self.tower or self.name
 
     @property
+    def empty_value(self) -> int:
+        """What this input holds when its modality is missing: the pad id of token inputs, zeros elsewhere
+        (an attention mask of zeros, a silent clip, a black image)."""
+        return 0 if self.pad_id is None else self.pad_id
+
+    @property
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
 

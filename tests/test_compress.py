@@ -281,6 +281,9 @@ def test_compress_end_to_end_writes_final_model_and_reuses_stages(trained_demo, 
     assert paired["samples"] == len(load_split("edgemm-digits", "val"))
     assert paired["drop_points"] == pytest.approx(100 * (result.gates["reference_accuracy"] - result.gates["final_accuracy"]))
     assert f"{paired['worse']} of {paired['samples']} samples got worse" in report_md
+    ablation = manifest["metrics"]["gates"]["ablation"]  # the val split again with each tower blanked
+    assert set(ablation) == {"image", "audio", "text"} and "| tower blanked |" in report_md
+    assert all(row["reference"] < result.gates["reference_accuracy"] for row in ablation.values())
     final = resolve_model(str(result.final))
     assert final.spec == resolve_model(trained_demo).spec  # deployable artifact carries the contract
     logs.clear()
@@ -479,6 +482,24 @@ def test_a_confident_gate_fails_where_the_split_cannot_show_the_loss_is_small():
     [observed] = accuracy_failures(Gates(max_accuracy_drop=1.0, decision="confident"), 0.9, 0.85,
                                    paired_drop(*_paired(100, worse=5, better=0)))
     assert observed.startswith("val accuracy dropped 5.00 points (allowed 1.00)")
+
+
+def test_a_tower_that_lost_what_another_modality_covers_is_named_and_can_fail_the_gate():
+    """Measured on the real model: captions blanked, the pruned image tower scored 68.6 % against 86.7 %."""
+    from edgemm.compress.gates import Gates, ablation_findings
+
+    reference, final = {"image": 0.60, "text": 0.867}, {"image": 0.59, "text": 0.686}
+    [warning] = ablation_findings(Gates(max_accuracy_drop=1.9), 0.019, reference, final)
+    assert warning.startswith("with text blanked, val accuracy fell 18.1 points (86.7 → 68.6 %)")
+    assert "the other towers lost what text covers" in warning and "gates.ablation: gate" in warning
+    [failure] = ablation_findings(Gates(max_accuracy_drop=1.9, ablation="gate"), 0.019, reference, final)
+    assert "gates.ablation" not in failure  # as a failure it needs no hint to make it one
+    assert ablation_findings(Gates(max_accuracy_drop=1.9), 0.019, reference, {"image": 0.6, "text": 0.86}) == []
+    from edgemm.compress.pipeline import ablated_towers
+    spec = resolve_model("demo-fusion").spec
+    assert ablated_towers(Gates(), spec) == ("image", "audio", "text")
+    assert ablated_towers(Gates(ablation="off"), spec) == ()
+    assert ablated_towers(Gates(), resolve_model("demo-image-only").spec) == ()  # nothing left to score
 
 def test_a_held_out_split_that_lost_more_than_the_budget_is_named():
     """Measured on the real model: the val gate passed (-0.9 points) while ood lost 21.0 with the head trained."""

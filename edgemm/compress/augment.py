@@ -66,7 +66,7 @@ def drop_modalities(spec: ModelSpec, inputs: list["torch.Tensor"], rates: dict[s
             if spec_input.tower_name != tower:
                 continue
             tensor = out[i]
-            empty = torch.full_like(tensor, spec_input.pad_id or 0)
+            empty = torch.full_like(tensor, spec_input.empty_value)
             where = dropped.view(-1, *([1] * (tensor.dim() - 1))).to(tensor.device)
             out[i] = torch.where(where, empty, tensor)
     return out

@@ -11,7 +11,7 @@ from edgemm.bench.latency import TimingSettings
 from edgemm.bench.report import to_markdown
 from edgemm.bench.runner import run_bench
 from edgemm.bench.schema import BenchReport
-from edgemm.compress.gates import check_gates
+from edgemm.compress.gates import Gates, check_gates
 from edgemm.compress.recipe import RecipeBase, load_recipe
 from edgemm.compress.runner import check_recipe, plan, run_stage, stage_budgets
 from edgemm.compress.stage import Artifact, Context
@@ -78,8 +78,10 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         ctx = Context(recipe.gates, profile, teacher, dataset, out_dir, threads, log, progress)
         source = Artifact("torch", out_dir / "00-input")
         save_model(teacher, source.path)  # the run is self-contained; same bytes give the same stage keys
-        ctx.reference_correct = ctx.correct(source)
+        blanked = ablated_towers(recipe.gates, teacher.spec)
+        ctx.reference_correct, *by_tower = ctx.correct(source, blanked=blanked)
         ctx.reference_accuracy = float(ctx.reference_correct.mean())
+        ctx.reference_blanked = {t: float(c.mean()) for t, c in zip(blanked, by_tower)}
         log(f"input model: {recipe.gates.split} accuracy {100 * ctx.reference_accuracy:.2f} %")
         guard.step = "stage 01-export"
         reference_onnx, _ = run_stage(1, "export", None, source, ctx)
@@ -101,8 +103,9 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(splits, recipe),
                            dataset=dataset, timing=timing or TimingSettings.for_compress())
         torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
-        gates = check_gates(recipe.gates, ctx.reference_correct, ctx.correct(artifact), report, torch_fp32.id,
-                            ort_fp32.id, final.id)
+        final_correct, *by_tower = ctx.correct(artifact, blanked=blanked)
+        gates = check_gates(recipe.gates, ctx.reference_correct, final_correct, report, torch_fp32.id, ort_fp32.id,
+                            final.id, ctx.reference_blanked, {t: float(c.mean()) for t, c in zip(blanked, by_tower)})
         labels = {torch_fp32.id: "(a) torch fp32 eager", ort_fp32.id: "(b) ONNX Runtime fp32",
                   final.id: f"(c) compressed: {recipe.name}"}
         write_text(out_dir / "report.json", report.to_json())
@@ -139,6 +142,22 @@ def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...
     return tuple(s for s in splits if s not in ("train", recipe.gates.split)) or (recipe.gates.split,)
 
 
+def ablated_towers(gates: Gates, spec) -> tuple[str, ...]:
+    """The towers the gate split is scored without (none for a one-tower model: nothing would be left)."""
+    towers = tuple(spec.towers)
+    return towers if gates.ablation != "off" and len(towers) > 1 else ()
+
+
+def ablation_markdown(gates: dict) -> str:
+    rows = gates.get("ablation") or {}
+    if not rows:
+        return ""
+    lines = "".join(f"| {t} | {100 * r['reference']:.1f} % | {100 * r['final']:.1f} % | "
+                    f"{100 * (r['final'] - r['reference']):+.1f} |\n" for t, r in sorted(rows.items()))
+    return (f"\n{gates['split']} accuracy with one tower's inputs blanked (its modality missing in every sample):\n\n"
+            f"| tower blanked | input model | compressed | change (pts) |\n|---|---|---|---|\n{lines}")
+
+
 def paired_note(gates: dict) -> str:
     """What the gate's drop rests on: samples changed and the 95 % interval (reports written before it: none)."""
     paired = gates.get("paired")
@@ -163,4 +182,5 @@ def comparison_markdown(report: BenchReport, gates: dict, stages: list[dict], re
             f"batch-{gates['batch_size']} speed-up {gates['speedup_vs_torch_eager']:.2f}× vs torch eager, "
             f"{gates['speedup_vs_ort_fp32']:.2f}× vs ORT fp32.\n"
             + "".join(f"\n> ⚠️ {w}\n" for w in gates.get("warnings", []))
+            + ablation_markdown(gates)
             + f"\nStages:\n{stage_lines}\n")

@@ -86,7 +86,8 @@ def _stage_key(name: str, config: StageConfig | None, artifact: Artifact, ctx: C
     adds a default section to every profile), and the gates for stages that work to them."""
     blob = json.dumps({"stage": name, "config": config.model_dump() if config else None, "input": artifact.sha256(),
                        "profile": ctx.profile.model_dump(exclude_unset=True), "dataset": data_fingerprint(ctx.dataset),
-                       "gates": ctx.gates.model_dump() if STAGES.get(name, usable=False).uses_gates else None,
+                       "gates": ctx.gates.model_dump(exclude={"decision", "ablation"})  # read by the final gate only
+                       if STAGES.get(name, usable=False).uses_gates else None,
                        "edgemm": __version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

@@ -50,6 +50,7 @@ class Context:
     progress: Callable | None = None
     reference_accuracy: float = 0.0
     reference_correct: np.ndarray | None = None  # per gate-split sample, for the final gate's paired statistics
+    reference_blanked: dict[str, float] = field(default_factory=dict)  # gate-split accuracy with one tower blanked
     stage_dir: Path = field(default_factory=Path)
 
     def split(self, name: str | None = None) -> Split:
@@ -61,11 +62,14 @@ class Context:
 
     def accuracy(self, artifact: Artifact, split: str | None = None) -> float:
         """Accuracy of an artifact on its default backend: the figure every gate reads."""
-        return float(self.correct(artifact, split).mean())
+        return float(self.correct(artifact, split)[0].mean())
 
-    def correct(self, artifact: Artifact, split: str | None = None) -> np.ndarray:
-        """Per sample of the split, whether the artifact's top-1 is right: the final gate pairs it with the input's."""
-        return correct(load_session(artifact.load(), threads=self.threads), self.split(split))
+    def correct(self, artifact: Artifact, split: str | None = None, blanked: tuple[str, ...] = ()) -> list[np.ndarray]:
+        """Per sample of the split, whether the artifact's top-1 is right: the final gate pairs it with the input's.
+        With ``blanked`` towers: one array for the split as it is, then one per tower with that tower's inputs
+        at their empty value (one session for all)."""
+        session, data = load_session(artifact.load(), threads=self.threads), self.split(split)
+        return [correct(session, data)] + [correct(session, data.blanked(self.teacher.spec, t)) for t in blanked]
 
     def allowed_drop(self, stage_limit: float | None) -> float:
         """The recipe's accuracy budget (a fraction), tightened by a stage's own ``max_accuracy_drop``."""

@@ -62,6 +62,11 @@ class Split:
     def head(self, n: int) -> "Split":
         return self.take(slice(0, n))
 
+    def blanked(self, spec: "ModelSpec", tower: str) -> "Split":
+        """Every input of ``tower`` at the contract's empty value, as if that modality were missing in every row."""
+        return Split(self.name, {k: np.full_like(v, spec.input(k).empty_value) if spec.input(k).tower_name == tower
+                                 else v for k, v in self.inputs.items()}, self.labels)
+
     def trimmed(self, spec: "ModelSpec") -> "Split":
         """Without the padding no row of this batch uses: tokenised text is padded to the longest text of
         the whole split, but a batch of short captions runs (and is timed) at its own longest length."""
