@@ -35,7 +35,7 @@ TOWER_KEYS: dict[str, tuple[str, Callable[[Any], set[str]]]] = {
     "freeze": _MODULE_PATHS_OR_FUSION, "tower_lr": _MODULE_PATHS_OR_FUSION,  # training the head or not
     "tower_modes": ("a modality or 'fusion'", lambda _m: set(get_args(Modality)) | {"fusion"}),  # any modality:
     "keep_float": ("'fusion'", lambda _m: {"fusion"}),
-    "modality_dropout": ("anything else: it blanks a tower's inputs", lambda _m: set()),  # a built-in recipe serves models without that tower
+    "modality_dropout": ("", lambda _m: set()),  # it blanks inputs: only the contract's towers have them  # a built-in recipe serves models without that tower
 }
 
 
@@ -63,7 +63,7 @@ def _check_tower_keys(index: int, config: StageConfig, spec: ModelSpec, module: 
         unknown = sorted(named - set(spec.towers) - (extra_names(module) if named else set()))
         if unknown:
             raise ConfigError(f"stages.{index} ({config.stage}) {key} names {unknown}: not a tower of model "
-                              f"{spec.name!r} (nor {also})",
+                              f"{spec.name!r}" + (f" (nor {also})" if also else ""),
                               f"its towers are {sorted(spec.towers)} (`edgemm info MODEL`)")
 
 
