@@ -4,7 +4,8 @@ and onnxruntime's transformer fusions (``onnxruntime.transformers.optimizer``) o
 
     python benchmarks/demo_overhead.py runs/compress-default    # after `edgemm compress -o runs/compress-default`
 
-1 thread, plain ``InferenceSession.run`` on one real test sample, median of 2,000 calls after 200 warm-up calls.
+1 thread, plain ``InferenceSession.run`` on one real test sample, 200 warm-up calls, then 3 rounds of 1,000
+calls alternating between the graphs compared; the median of the rounds' medians.
 """
 from __future__ import annotations
 

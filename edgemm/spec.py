@@ -106,9 +106,10 @@ class InputSpec(_Strict):
 
     @property
     def empty_value(self) -> int:
-        """What this input holds when its modality is missing: the pad id of token inputs, zeros elsewhere
-        (an attention mask of zeros, a silent clip, a black image)."""
-        return 0 if self.pad_id is None else self.pad_id
+        """What this input holds when its modality is missing: the pad id of token-id inputs (those with a
+        vocabulary), zeros elsewhere, in the model's input space (an attention mask of zeros; for a normalised
+        image or log-mel, the mean level), as the data readers pad."""
+        return self.pad_id if self.pad_id is not None and self.vocab_size is not None else 0
 
     @property
     def dynamic_axes(self) -> dict[int, str]:

@@ -2,6 +2,8 @@
 student always see the same view."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from edgemm.compress.augment import augment_images, augment_inputs, drop_modalities
@@ -86,5 +88,30 @@ def test_teacher_and_student_see_the_same_dropped_modalities(trained_demo):
     config = DistillConfig(stage="distill", alpha=1.0, modality_dropout={"image": 0.5, "text": 0.5})
     loss = DistillationLoss(teacher.module, config, {}, student.spec)
     with torch.no_grad():
+        torch.manual_seed(0)
         assert loss(student.module.eval(), inputs, labels).item() < 1e-6
+        torch.manual_seed(0)  # the same draws again: the loss above saw blanked inputs, not the batch as given
+        seen = drop_modalities(student.spec, inputs, config.modality_dropout)
+        assert not all(torch.equal(a, b) for a, b in zip(seen, inputs))
     loss.close()
+    with pytest.raises(ValueError, match="modality_dropout names \\['txt'\\]"):  # callers past check_recipe too
+        drop_modalities(student.spec, inputs, {"txt": 0.5})
+
+
+def test_blanking_a_tower_leaves_out_data_the_model_does_not_take():
+    """Bug: the digits data always holds image, audio and text; a two-tower model's blanked split raised KeyError."""
+    from edgemm.models.demo import demo_spec
+    spec = demo_spec(("image", "text"))
+    split = load_split("edgemm-digits", "val", spec)
+    assert "audio" in split.inputs
+    blank = split.blanked(spec, "text")
+    assert set(blank.inputs) == {"image", "text"} and (blank.inputs["text"] == spec.input("text").pad_id).all()
+    assert np.array_equal(blank.inputs["image"], split.inputs["image"])
+
+
+def test_only_token_ids_are_blanked_to_their_pad_id():
+    """A mask given the tokenizer's pad id (1 in RoBERTa) would read 'attend everywhere': masks blank to 0."""
+    from edgemm.spec import InputSpec
+    ids = InputSpec(name="ids", modality="text", dtype="int64", shape=("batch", "seq"), vocab_size=50, pad_id=1)
+    mask = InputSpec(name="mask", modality="text", dtype="int64", shape=("batch", "seq"), pad_id=1)
+    assert (ids.empty_value, mask.empty_value) == (1, 0)

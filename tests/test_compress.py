@@ -500,6 +500,18 @@ def test_a_tower_that_lost_what_another_modality_covers_is_named_and_can_fail_th
     assert ablated_towers(Gates(), spec) == ("image", "audio", "text")
     assert ablated_towers(Gates(ablation="off"), spec) == ()
     assert ablated_towers(Gates(), resolve_model("demo-image-only").spec) == ()  # nothing left to score
+    from edgemm.compress.pipeline import blanked_accuracies
+    logs: list[str] = []
+    scored = blanked_accuracies(("image", "text"), [None, np.array([True, False])], "input model", logs.append)
+    assert scored == {"text": 0.5} and "with image blanked the input model's outputs are not finite" in logs[0]
+
+
+def test_labels_that_are_not_one_column_are_refused_by_name():
+    from edgemm.runtime.evaluate import correct_of
+    split = load_split("edgemm-digits", "val").head(8)
+    bad = type(split)(split.name, split.inputs, split.labels.reshape(-1, 1))
+    with pytest.raises(InputError, match="labels of shape \\(8, 1\\)"):  # broadcast to 8x8, a silent wrong score
+        correct_of(np.eye(10)[:8], bad, "m")
 
 def test_a_held_out_split_that_lost_more_than_the_budget_is_named():
     """Measured on the real model: the val gate passed (-0.9 points) while ood lost 21.0 with the head trained."""

@@ -55,6 +55,9 @@ def drop_modalities(spec: ModelSpec, inputs: list["torch.Tensor"], rates: dict[s
     """The model's inputs with each tower in ``rates`` blanked in a random share of the samples (one draw
     per sample and tower, shared by the tower's inputs: ids and mask vanish together). Blank is the
     contract's empty value: the pad id of token inputs, zeros elsewhere."""
+    unknown = sorted(set(rates) - set(spec.towers))
+    if unknown:
+        raise ValueError(f"modality_dropout names {unknown}: not a tower of model {spec.name!r} ({sorted(spec.towers)})")
     out = list(inputs)
     batch = inputs[0].shape[0]
     for tower, rate in sorted(rates.items()):

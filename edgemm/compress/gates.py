@@ -25,7 +25,7 @@ class Gates(Strict):
     ablation: Literal["off", "warn", "gate"] = Field(
         "warn", description="score the gate split again with each tower's inputs blanked (models with two or more "
         "towers), input vs compressed: a tower that lost what another modality covers on this split shows there. "
-        "warn: a warning; gate: the run fails; off: not scored")
+        "warn: a warning; gate: the run fails; off: not scored. It reads the observed drop, whatever 'decision' says")
 
     def allowed_drop(self, reference: float) -> float:
         """Allowed accuracy drop as a fraction (0-1); the tighter of the two budgets."""
@@ -97,8 +97,7 @@ def ablation_findings(g: Gates, allowed: float, reference: dict[str, float], fin
     return [f"with {tower} blanked, {g.split} accuracy fell {100 * (reference[tower] - acc):.1f} points "
             f"({100 * reference[tower]:.1f} → {100 * acc:.1f} %), beyond the {100 * allowed:.1f} the gate allows: "
             f"the rest of the model lost what it knew without {tower}, which {tower} covers on this split; inputs "
-            f"where {tower} is missing or unhelpful will show it. Prune the other towers less or distil them longer, "
-            f"and keep the head as trained (distill.freeze: [fusion]) if it was retrained"
+            f"where {tower} is missing or unhelpful will show it. Prune the other towers less or distil them longer"
             + ("" if g.ablation == "gate" else " (gates.ablation: gate makes this fail the run)")
             for tower, acc in sorted(final.items())
             if tower in reference and reference[tower] - acc > allowed + 1e-9]

@@ -79,9 +79,10 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         source = Artifact("torch", out_dir / "00-input")
         save_model(teacher, source.path)  # the run is self-contained; same bytes give the same stage keys
         blanked = ablated_towers(recipe.gates, teacher.spec)
+        guard.step = "scoring the input model" + (" (and with each tower blanked)" if blanked else "")
         ctx.reference_correct, *by_tower = ctx.correct(source, blanked=blanked)
         ctx.reference_accuracy = float(ctx.reference_correct.mean())
-        ctx.reference_blanked = {t: float(c.mean()) for t, c in zip(blanked, by_tower)}
+        ctx.reference_blanked = blanked_accuracies(blanked, by_tower, "input model", log)
         log(f"input model: {recipe.gates.split} accuracy {100 * ctx.reference_accuracy:.2f} %")
         guard.step = "stage 01-export"
         reference_onnx, _ = run_stage(1, "export", None, source, ctx)
@@ -103,9 +104,11 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(splits, recipe),
                            dataset=dataset, timing=timing or TimingSettings.for_compress())
         torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
+        guard.step = "scoring the compressed model for the gates"
         final_correct, *by_tower = ctx.correct(artifact, blanked=blanked)
         gates = check_gates(recipe.gates, ctx.reference_correct, final_correct, report, torch_fp32.id, ort_fp32.id,
-                            final.id, ctx.reference_blanked, {t: float(c.mean()) for t, c in zip(blanked, by_tower)})
+                            final.id, ctx.reference_blanked,
+                            blanked_accuracies(blanked, by_tower, "compressed model", log))
         labels = {torch_fp32.id: "(a) torch fp32 eager", ort_fp32.id: "(b) ONNX Runtime fp32",
                   final.id: f"(c) compressed: {recipe.name}"}
         write_text(out_dir / "report.json", report.to_json())
@@ -146,6 +149,15 @@ def ablated_towers(gates: Gates, spec) -> tuple[str, ...]:
     """The towers the gate split is scored without (none for a one-tower model: nothing would be left)."""
     towers = tuple(spec.towers)
     return towers if gates.ablation != "off" and len(towers) > 1 else ()
+
+
+def blanked_accuracies(towers: tuple[str, ...], scores: list, model: str, log) -> dict[str, float]:
+    """Tower -> accuracy with it blanked; a tower whose blanking gave non-finite outputs is named and left out."""
+    for tower, score in zip(towers, scores):
+        if score is None:
+            log(f"warning: with {tower} blanked the {model}'s outputs are not finite: that tower's absence is not "
+                f"scored (gates.ablation: off silences this)")
+    return {t: float(c.mean()) for t, c in zip(towers, scores) if c is not None}
 
 
 def ablation_markdown(gates: dict) -> str:

@@ -34,8 +34,8 @@ TOWER_KEYS: dict[str, tuple[str, Callable[[Any], set[str]]]] = {
     "towers": _MODULE_PATHS, "drop_layers": _MODULE_PATHS,
     "freeze": _MODULE_PATHS_OR_FUSION, "tower_lr": _MODULE_PATHS_OR_FUSION,  # training the head or not
     "tower_modes": ("a modality or 'fusion'", lambda _m: set(get_args(Modality)) | {"fusion"}),  # any modality:
-    "keep_float": ("'fusion'", lambda _m: {"fusion"}),
-    "modality_dropout": ("", lambda _m: set()),  # it blanks inputs: only the contract's towers have them  # a built-in recipe serves models without that tower
+    "keep_float": ("'fusion'", lambda _m: {"fusion"}),  # a built-in recipe serves models without that tower
+    "modality_dropout": ("", lambda _m: set()),  # it blanks inputs: only the contract's towers have them
 }
 
 

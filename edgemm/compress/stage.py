@@ -17,6 +17,7 @@ from edgemm.export.profiles import ExportProfile
 from edgemm.models.registry import LoadedModel, content_sha256, resolve_model
 from edgemm.registry import Component, Registry
 from edgemm.runtime import Session, accuracy, load_session
+from edgemm.errors import NonFiniteOutputs
 from edgemm.runtime.evaluate import correct
 
 Log = Callable[[str], None]
@@ -64,17 +65,27 @@ class Context:
         """Accuracy of an artifact on its default backend: the figure every gate reads."""
         return float(self.correct(artifact, split)[0].mean())
 
-    def correct(self, artifact: Artifact, split: str | None = None, blanked: tuple[str, ...] = ()) -> list[np.ndarray]:
+    def correct(self, artifact: Artifact, split: str | None = None,
+                blanked: tuple[str, ...] = ()) -> list[np.ndarray | None]:
         """Per sample of the split, whether the artifact's top-1 is right: the final gate pairs it with the input's.
         With ``blanked`` towers: one array for the split as it is, then one per tower with that tower's inputs
-        at their empty value (one session for all)."""
+        at their empty value (one session for all); None where the model's outputs on that input are not finite
+        (a model may never have been meant to see a modality missing: that is reported, not a failed run)."""
         session, data = load_session(artifact.load(), threads=self.threads), self.split(split)
-        return [correct(session, data)] + [correct(session, data.blanked(self.teacher.spec, t)) for t in blanked]
+        return [correct(session, data)] + [_finite_or_none(lambda t=t: correct(session, data.blanked(
+            self.teacher.spec, t))) for t in blanked]
 
     def allowed_drop(self, stage_limit: float | None) -> float:
         """The recipe's accuracy budget (a fraction), tightened by a stage's own ``max_accuracy_drop``."""
         budget = self.gates.allowed_drop(self.reference_accuracy)
         return budget if stage_limit is None else min(budget, stage_limit / 100)
+
+
+def _finite_or_none(score: Callable[[], np.ndarray]) -> np.ndarray | None:
+    try:
+        return score()
+    except NonFiniteOutputs:
+        return None
 
 
 class StageConfig(Strict):

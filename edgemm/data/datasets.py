@@ -63,9 +63,11 @@ class Split:
         return self.take(slice(0, n))
 
     def blanked(self, spec: "ModelSpec", tower: str) -> "Split":
-        """Every input of ``tower`` at the contract's empty value, as if that modality were missing in every row."""
+        """The model's inputs, those of ``tower`` at the contract's empty value, as if that modality were missing
+        in every row (a dataset may hold inputs the model does not take: they are left out)."""
+        inputs = self.for_inputs(spec.input_names).inputs
         return Split(self.name, {k: np.full_like(v, spec.input(k).empty_value) if spec.input(k).tower_name == tower
-                                 else v for k, v in self.inputs.items()}, self.labels)
+                                 else v for k, v in inputs.items()}, self.labels)
 
     def trimmed(self, spec: "ModelSpec") -> "Split":
         """Without the padding no row of this batch uses: tokenised text is padded to the longest text of
@@ -75,7 +77,8 @@ class Split:
         if not masks or not len(self):
             return self
         axis = masks[0].shape[1]
-        used = np.flatnonzero(self.inputs[masks[0].name].any(axis=0))
+        # every mask on the axis: one text tower blanked (all zeros) must not cut another tower's tokens
+        used = np.flatnonzero(np.any([self.inputs[m.name].any(axis=0) for m in masks if m.shape[1] == axis], axis=0))
         length = max(int(used[-1]) + 1 if len(used) else 1, spec.axes[axis].min)
         on_axis = {i.name for i in spec.inputs if len(i.shape) == 2 and i.shape[1] == axis}
         sliced = {name: array[:, :length] if name in on_axis else array for name, array in self.inputs.items()}

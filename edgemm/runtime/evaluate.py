@@ -83,6 +83,9 @@ def correct_of(scores: np.ndarray, data: "Split", model: str) -> np.ndarray:
     """Per-sample top-1 hits of task outputs on a split's labels, which must be class indices the model scores
     (labels of 99 for 3 classes would score 0 % and look like a bad model, not bad data)."""
     labels = np.asarray(data.labels)
+    if labels.ndim != 1:
+        raise InputError(f"split {data.name!r} has labels of shape {labels.shape}; a classifier's labels are one "
+                         f"class index per row", "give labels as a 1-D column of class indices")
     if labels.dtype.kind in "bf" and np.array_equal(labels, np.round(labels)):  # 0./1./2. or True/False: indices
         labels = labels.astype(np.int64)
     classes = scores.shape[-1]
