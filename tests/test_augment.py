@@ -115,3 +115,30 @@ def test_only_token_ids_are_blanked_to_their_pad_id():
     ids = InputSpec(name="ids", modality="text", dtype="int64", shape=("batch", "seq"), vocab_size=50, pad_id=1)
     mask = InputSpec(name="mask", modality="text", dtype="int64", shape=("batch", "seq"), pad_id=1)
     assert (ids.empty_value, mask.empty_value) == (1, 0)
+
+
+def test_trimming_keeps_the_tokens_of_a_second_text_tower_when_the_first_is_blank():
+    """Bug: the batch's length came from the first mask alone; with that tower blanked (all zeros), the other
+    tower's tokens on the same axis were cut to the axis minimum."""
+    from edgemm.data.datasets import Split
+    from edgemm.spec import InputSpec, ModelSpec, OutputSpec, TaskSpec, TokenizerFrom
+
+    def text(name, tower, field):
+        return InputSpec(name=name, modality="text", dtype="int64", shape=("batch", "seq"), tower=tower,
+                         vocab_size=50 if field == "input_ids" else None, pad_id=0 if field == "input_ids" else None,
+                         preprocess=TokenizerFrom(column=tower, tokenizer="tok", field=field))
+    spec = ModelSpec(name="two-texts", inputs=(
+        text("a_ids", "a", "input_ids"), text("a_mask", "a", "attention_mask"),
+        text("b_ids", "b", "input_ids"), text("b_mask", "b", "attention_mask")),
+        outputs=(OutputSpec(name="logits", shape=("batch", 2)),),
+        task=TaskSpec(kind="classification", output="logits", num_classes=2),
+        axes={"batch": {"min": 1, "opt": 2, "max": 8}, "seq": {"min": 1, "opt": 8, "max": 16}})
+    mask = np.zeros((2, 10), np.int64)
+    mask[:, :3], ids = 1, np.arange(20).reshape(2, 10)
+    long_mask = np.zeros((2, 10), np.int64)
+    long_mask[:, :7] = 1
+    split = Split("s", {"a_ids": ids * mask, "a_mask": mask, "b_ids": ids * long_mask, "b_mask": long_mask},
+                  np.array([0, 1]))
+    blank = split.blanked(spec, "a").trimmed(spec)
+    assert blank.inputs["b_ids"].shape == (2, 7) and blank.inputs["b_mask"].sum() == 14  # b keeps its 7 tokens
+    assert split.trimmed(spec).inputs["a_ids"].shape == (2, 7)  # the longest mask on the axis decides
