@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from edgemm.artifacts import atomic_path, write_json, write_manifest, write_text
 from edgemm.bench.latency import TimingSettings
 from edgemm.bench.report import to_markdown
@@ -21,6 +23,7 @@ from edgemm.export.profiles import load_profile
 from edgemm.models.registry import resolve_model, save_model, with_data
 from edgemm.runtime.memory import check_batch_sizes
 from edgemm.runtime.memory_guard import memory_guard
+from edgemm.spec import ModelSpec
 
 # What bounds a compress run's memory: on the 26 M-parameter real model, the quantize fallback's per-node
 # ranking and calibration made the peaks (23 GB and 6.5 GB before their bounds), distillation less.
@@ -81,7 +84,6 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         blanked = ablated_towers(recipe.gates, teacher.spec)
         guard.step = "scoring the input model" + (" (and with each tower blanked)" if blanked else "")
         ctx.reference_correct, *by_tower = ctx.correct(source, blanked=blanked)
-        ctx.reference_accuracy = float(ctx.reference_correct.mean())
         ctx.reference_blanked = blanked_accuracies(blanked, by_tower, "input model", log)
         log(f"input model: {recipe.gates.split} accuracy {100 * ctx.reference_accuracy:.2f} %")
         guard.step = "stage 01-export"
@@ -145,13 +147,14 @@ def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...
     return tuple(s for s in splits if s not in ("train", recipe.gates.split)) or (recipe.gates.split,)
 
 
-def ablated_towers(gates: Gates, spec) -> tuple[str, ...]:
+def ablated_towers(gates: Gates, spec: ModelSpec) -> tuple[str, ...]:
     """The towers the gate split is scored without (none for a one-tower model: nothing would be left)."""
     towers = tuple(spec.towers)
     return towers if gates.ablation != "off" and len(towers) > 1 else ()
 
 
-def blanked_accuracies(towers: tuple[str, ...], scores: list, model: str, log) -> dict[str, float]:
+def blanked_accuracies(towers: tuple[str, ...], scores: list[np.ndarray | None], model: str,
+                       log: Callable[[str], None]) -> dict[str, float]:
     """Tower -> accuracy with it blanked; a tower whose blanking gave non-finite outputs is named and left out."""
     for tower, score in zip(towers, scores):
         if score is None:

@@ -49,10 +49,14 @@ class Context:
     threads: int | None
     log: Log
     progress: Callable | None = None
-    reference_accuracy: float = 0.0
     reference_correct: np.ndarray | None = None  # per gate-split sample, for the final gate's paired statistics
     reference_blanked: dict[str, float] = field(default_factory=dict)  # gate-split accuracy with one tower blanked
     stage_dir: Path = field(default_factory=Path)
+
+    @property
+    def reference_accuracy(self) -> float:
+        """The input model's accuracy on the gate split: every budget is measured from it."""
+        return 0.0 if self.reference_correct is None else float(self.reference_correct.mean())
 
     def split(self, name: str | None = None) -> Split:
         """A split of the run's dataset (default: the one the gates read)."""
@@ -72,20 +76,18 @@ class Context:
         at their empty value (one session for all); None where the model's outputs on that input are not finite
         (a model may never have been meant to see a modality missing: that is reported, not a failed run)."""
         session, data = load_session(artifact.load(), threads=self.threads), self.split(split)
-        return [correct(session, data)] + [_finite_or_none(lambda t=t: correct(session, data.blanked(
-            self.teacher.spec, t))) for t in blanked]
+        scores: list[np.ndarray | None] = [correct(session, data)]
+        for tower in blanked:
+            try:
+                scores.append(correct(session, data.blanked(self.teacher.spec, tower)))
+            except NonFiniteOutputs:
+                scores.append(None)
+        return scores
 
     def allowed_drop(self, stage_limit: float | None) -> float:
         """The recipe's accuracy budget (a fraction), tightened by a stage's own ``max_accuracy_drop``."""
         budget = self.gates.allowed_drop(self.reference_accuracy)
         return budget if stage_limit is None else min(budget, stage_limit / 100)
-
-
-def _finite_or_none(score: Callable[[], np.ndarray]) -> np.ndarray | None:
-    try:
-        return score()
-    except NonFiniteOutputs:
-        return None
 
 
 class StageConfig(Strict):

@@ -94,7 +94,7 @@ def correct_of(scores: np.ndarray, data: "Split", model: str) -> np.ndarray:
         raise InputError(f"split {data.name!r} has labels {found[:8]}{' ...' if len(found) > 8 else ''}, "
                          f"but model {model!r} scores classes 0..{classes - 1}",
                          "labels are class indices (integers); map names through the contract's task.labels")
-    return np.asarray(scores).argmax(axis=-1) == labels
+    return metrics.top1_hits(scores, labels)
 
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray, classification: bool = True) -> dict[str, float]:
