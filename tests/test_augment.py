@@ -109,6 +109,16 @@ def test_blanking_a_tower_leaves_out_data_the_model_does_not_take():
     assert np.array_equal(blank.inputs["image"], split.inputs["image"])
 
 
+def test_blanking_an_input_name_that_is_not_a_tower_is_refused():
+    """Bug: `blanked_accuracy.py --tower pixel_values` on effnet-minilm (tower 'image') blanked nothing and
+    printed the unblanked accuracy as if the image were missing."""
+    from edgemm.errors import InputError
+    from edgemm.models.demo import demo_spec
+    spec = demo_spec(("image", "text"))
+    with pytest.raises(InputError, match="(?s)'txt' is not a tower of model.*\\['image', 'text'\\]"):
+        load_split("edgemm-digits", "val", spec).blanked(spec, "txt")
+
+
 def test_only_token_ids_are_blanked_to_their_pad_id():
     """A mask given the tokenizer's pad id (1 in RoBERTa) would read 'attend everywhere': masks blank to 0."""
     from edgemm.spec import InputSpec

@@ -65,6 +65,9 @@ class Split:
     def blanked(self, spec: "ModelSpec", tower: str) -> "Split":
         """The model's inputs, those of ``tower`` at the contract's empty value, as if that modality were missing
         in every row (a dataset may hold inputs the model does not take: they are left out)."""
+        if tower not in spec.towers:  # blanking nothing would score the split as it is, under another name
+            raise InputError(f"{tower!r} is not a tower of model {spec.name!r}",
+                             f"name one of its towers: {sorted(spec.towers)}")
         inputs = self.for_inputs(spec.input_names).inputs
         return Split(self.name, {k: np.full_like(v, spec.input(k).empty_value) if spec.input(k).tower_name == tower
                                  else v for k, v in inputs.items()}, self.labels)
