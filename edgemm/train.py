@@ -17,6 +17,7 @@ import numpy as np
 
 from edgemm.artifacts import atomic_path, write_json
 from edgemm.data.datasets import Split
+from edgemm.data.readers import UNLABELLED
 from edgemm.lazy import lazy_import
 from edgemm.runtime import accuracy
 from edgemm.runtime.evaluate import eval_batch_size
@@ -70,8 +71,16 @@ def _dist() -> tuple[int, int]:
 
 
 def task_loss(config: TrainConfig) -> LossFn:
-    ce = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    return lambda model, inputs, labels: ce(model(*inputs), labels)
+    return lambda model, inputs, labels: labelled_loss(model(*inputs), labels, config.label_smoothing)
+
+
+def labelled_loss(logits: "torch.Tensor", labels: "torch.Tensor", label_smoothing: float = 0.0) -> "torch.Tensor":
+    """Cross-entropy over the rows that have a label: unlabelled rows add nothing, and a batch of only those
+    adds zero (not the NaN of a mean over no rows, which would wreck every weight)."""
+    known = labels != UNLABELLED
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    return torch.nn.functional.cross_entropy(logits[known], labels[known], label_smoothing=label_smoothing)
 
 
 def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,

@@ -64,6 +64,7 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                           "pass --data: a data folder, an .npz, module:function or a registered name "
                           "(README: 'Compress your own model')")
     splits = find_source(dataset).splits_for(dataset)
+    scored = tuple(s for s in splits if find_source(dataset).labelled(dataset, s, teacher.spec))  # report splits
     check_recipe(recipe, dataset, splits, teacher.spec, teacher.module)
     noise = recipe.gates.resolution_warning(check_data(teacher.spec, dataset, recipe.gates.split))
     if noise:
@@ -103,7 +104,7 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
         guard.step = "the final benchmark"
         refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]
-        report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(splits, recipe),
+        report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(scored, recipe),
                            dataset=dataset, timing=timing or TimingSettings.for_compress())
         torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
         guard.step = "scoring the compressed model for the gates"
@@ -135,6 +136,9 @@ def check_data(spec, dataset: str, split: str) -> int:
     sample = load_split(dataset, split, spec)
     if not len(sample):
         raise ConfigError(f"split {split!r} of {dataset} is empty", "give the split some rows")
+    if not find_source(dataset).labelled(dataset, split, spec):
+        raise InputError(f"split {split!r} of {dataset} has rows without a label: the gates score accuracy on it",
+                         "label every row of it, or gate on a labelled split (gates.split)")
     try:
         spec.check_inputs(sample.for_inputs(spec.input_names).head(2).inputs)
     except InputError as err:

@@ -36,6 +36,7 @@ TOWER_KEYS: dict[str, tuple[str, Callable[[Any], set[str]]]] = {
     "tower_modes": ("a modality or 'fusion'", lambda _m: set(get_args(Modality)) | {"fusion"}),  # any modality:
     "keep_float": ("'fusion'", lambda _m: {"fusion"}),  # a built-in recipe serves models without that tower
     "modality_dropout": ("", lambda _m: set()),  # it blanks inputs: only the contract's towers have them
+    "unlabelled_blank": ("", lambda _m: set()),
 }
 
 
@@ -88,6 +89,7 @@ def _stage_key(name: str, config: StageConfig | None, artifact: Artifact, ctx: C
                        "profile": ctx.profile.model_dump(exclude_unset=True), "dataset": data_fingerprint(ctx.dataset),
                        "gates": ctx.gates.model_dump(exclude={"decision", "ablation"})  # read by the final gate only
                        if STAGES.get(name, usable=False).uses_gates else None,
+                       "data_read": [data_fingerprint(ref) for ref in STAGES.get(name, usable=False).data_read(config)],
                        "edgemm": __version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

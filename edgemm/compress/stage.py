@@ -122,6 +122,10 @@ class Stage(Component):
         """Dataset splits the stage reads (checked against the dataset before anything runs)."""
         return []
 
+    def data_read(self, config: StageConfig | None) -> list[str]:
+        """Data references the stage reads besides the run's data (their fingerprints key its output)."""
+        return []
+
     def produces_for(self, config: StageConfig | None) -> str:
         return self.produces
 

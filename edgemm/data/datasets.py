@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
+from edgemm.data.readers import UNLABELLED
 from edgemm.errors import ConfigError, EdgemmWarning, InputError
 from edgemm.registry import Component, Registry
 from edgemm.trust import require_trusted, trust
@@ -87,6 +88,22 @@ class Split:
         sliced = {name: array[:, :length] if name in on_axis else array for name, array in self.inputs.items()}
         return Split(self.name, sliced, self.labels)
 
+    def joined(self, other: "Split", spec: "ModelSpec") -> "Split":
+        """The rows of both, the model's inputs only; token inputs padded to the longer of the two (each split
+        is padded to its own longest text) with the contract's empty value."""
+        mine, theirs = self.for_inputs(spec.input_names).inputs, other.for_inputs(spec.input_names).inputs
+
+        def padded(name: str, array: np.ndarray, width: int) -> np.ndarray:
+            if array.ndim < 2 or array.shape[1] == width:
+                return array
+            fill = np.full((len(array), width - array.shape[1], *array.shape[2:]), spec.input(name).empty_value,
+                           array.dtype)
+            return np.concatenate([array, fill], axis=1)
+
+        widths = {n: max(mine[n].shape[1:2] + theirs[n].shape[1:2], default=0) for n in mine}
+        return Split(self.name, {n: np.concatenate([padded(n, mine[n], widths[n]), padded(n, theirs[n], widths[n])])
+                                 for n in mine}, np.concatenate([self.labels, other.labels]))
+
     def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         for start in range(0, len(self), batch_size):
             part = self.take(slice(start, start + batch_size))
@@ -113,6 +130,11 @@ class DataSource(Component):
     @abstractmethod
     def load(self, split: str, ref: str, spec: "ModelSpec | None" = None) -> Split:
         """The split's model inputs and labels; ``spec`` says how raw columns become inputs."""
+
+    def labelled(self, ref: str, split: str, spec: "ModelSpec | None" = None) -> bool:
+        """Every row has a label (accuracy can be scored on it); sources that can tell without reading the
+        inputs say so cheaper."""
+        return bool((np.asarray(self.load(split, ref, spec).labels) != UNLABELLED).all())
 
     def raw_sample(self, split: str = "test", index: int = 0) -> dict[str, Any] | None:
         """One sample as the sensors deliver it (for end-to-end timing); None when not offered."""

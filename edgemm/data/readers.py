@@ -57,11 +57,25 @@ def needed_columns(spec: ModelSpec) -> set[str]:
     return {inp.preprocess.column for inp in spec.inputs if inp.preprocess is not None}
 
 
+UNLABELLED = -1  # the label of a row without one: distillation learns from it, accuracy refuses it
+
+
+def is_blank_label(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, float) and np.isnan(value))
+
+
 def read_labels(values: Sequence[Any], task: TaskSpec) -> np.ndarray:
-    """Class indices: integers as they are, names through ``task.labels``."""
+    """Class indices: integers as they are, names through ``task.labels``; an empty cell is ``UNLABELLED``."""
     values = list(values)
     if task.kind != "classification":
         return np.zeros(len(values), np.int64)
+    blank = np.asarray([is_blank_label(v) for v in values], bool)
+    if blank.any():
+        labels = np.full(len(values), UNLABELLED, np.int64)
+        if not blank.all():
+            labels[~blank] = read_labels([v for v, b in zip(values, blank) if not b], task)
+        return labels
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         labels = np.asarray(values, np.int64)
         classes = task.num_classes or (len(task.labels) if task.labels else None)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgemm import metrics
+from edgemm.data.readers import UNLABELLED
 from edgemm.errors import ConfigError, InputError, NonFiniteOutputs
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ def correct_of(scores: np.ndarray, data: "Split", model: str) -> np.ndarray:
                          f"class index per row", "give labels as a 1-D column of class indices")
     if labels.dtype.kind in "bf" and np.array_equal(labels, np.round(labels)):  # 0./1./2. or True/False: indices
         labels = labels.astype(np.int64)
+    unlabelled = int((labels == UNLABELLED).sum()) if labels.dtype.kind in "iu" else 0
+    if unlabelled:
+        raise InputError(f"split {data.name!r}: {unlabelled} of {len(labels)} rows have no label, so accuracy cannot "
+                         f"be scored on it", "label every row of a split that is scored; unlabelled rows serve "
+                         "calibration and distillation (distill.unlabelled_split)")
     classes = scores.shape[-1]
     if labels.dtype.kind not in "iu" or labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
         found = sorted(set(labels.tolist()))

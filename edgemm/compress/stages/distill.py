@@ -20,17 +20,19 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import Field
 
 from edgemm.compress.augment import augment_inputs, drop_modalities
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
-from edgemm.data.datasets import load_split
+from edgemm.data.datasets import Split, data_fingerprint, find_source, load_split
+from edgemm.data.readers import UNLABELLED
 from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
 from edgemm.models.tower_map import TowerMap, trace_towers
 from edgemm.spec import ModelSpec
-from edgemm.train import TrainConfig, TrainResult, fit
+from edgemm.train import TrainConfig, TrainResult, fit, labelled_loss
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -58,6 +60,15 @@ class DistillConfig(StageConfig):
         default_factory=dict, description="share of samples per step in which a tower's inputs are blanked (zeros, "
         "pad ids), the same for teacher and student: the student keeps the teacher's answer without that modality "
         "instead of leaning on it (e.g. {text: 0.3} when the captions out of domain are in another language)")
+    unlabelled_split: str | None = Field(None, description="a split of rows to distil on besides train, their "
+        "labels unused (a split without labels: no label column, or empty cells): the teacher's answers are the "
+        "targets, so any data of the domain counts, e.g. many more images than were ever labelled")
+    unlabelled_data: str | None = Field(None, description="where that split is (a data folder, .npz, "
+                                                          "module:function); default: the run's data")
+    unlabelled_blank: list[str] = Field(default_factory=list, description="towers whose inputs are blanked in the "
+        "unlabelled rows (e.g. [text] for images that come without captions)")
+    unlabelled_samples: int | None = Field(None, ge=1, description="read at most this many unlabelled rows (a "
+                                                                   "seeded random subset): they are held in memory")
 
 
 @STAGES.register
@@ -73,7 +84,22 @@ class DistillStage(Stage):
                 "if its input was already far off, prune less")
 
     def splits_read(self, config: DistillConfig | None) -> list[str]:
-        return ["train", "val"]
+        extra = [config.unlabelled_split] if config and config.unlabelled_split and not config.unlabelled_data else []
+        return ["train", "val", *extra]
+
+    def data_read(self, config: DistillConfig | None) -> list[str]:
+        return [config.unlabelled_data] if config and config.unlabelled_split and config.unlabelled_data else []
+
+    def check_usable(self, config: DistillConfig | None) -> None:
+        super().check_usable(config)
+        if config and config.unlabelled_data:
+            if not config.unlabelled_split:
+                raise ConfigError("distill: unlabelled_data is set but unlabelled_split is not",
+                                  "name the split of it to distil on (unlabelled_split)")
+            splits = find_source(config.unlabelled_data).splits_for(config.unlabelled_data)
+            if config.unlabelled_split not in splits:
+                raise ConfigError(f"distill: unlabelled data {config.unlabelled_data} has no split "
+                                  f"{config.unlabelled_split!r}; it has {list(splits)}", "name one of those")
 
     def run(self, config: DistillConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         student = artifact.load()
@@ -85,7 +111,16 @@ class DistillStage(Stage):
             "best_val_accuracy": result.best_val_accuracy, "epochs": result.epochs_run,
             "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
             "input_val_accuracy": result.input_val_accuracy, "best_epoch": result.best_epoch,
-            "kept_input": result.best_epoch == 0, "history": result.history}
+            "kept_input": result.best_epoch == 0, "history": result.history, **unlabelled_record(config, ctx.dataset)}
+
+
+def unlabelled_record(config: DistillConfig, dataset: str) -> dict:
+    """For the manifest: which unlabelled rows the student learned from (the data's fingerprint pins them)."""
+    if not config.unlabelled_split:
+        return {}
+    ref = config.unlabelled_data or dataset
+    return {"unlabelled": {"data": ref, "split": config.unlabelled_split, "fingerprint": data_fingerprint(ref),
+                           "blank": config.unlabelled_blank, "samples_cap": config.unlabelled_samples}}
 
 
 def _tower_outputs(model: "torch.nn.Module", roots: dict[str, list[str]], store: dict[str, "torch.Tensor"]) -> list:
@@ -153,7 +188,7 @@ class DistillationLoss:
         logits = student(*inputs)
         kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                       log_target=True, reduction="batchmean") * t * t
-        total = config.alpha * kd + (1 - config.alpha) * F.cross_entropy(logits, labels)
+        total = config.alpha * kd + (1 - config.alpha) * labelled_loss(logits, labels)
         shared = [k for k in self.student_feats
                   if k in self.teacher_feats and self.student_feats[k].shape == self.teacher_feats[k].shape]
         if config.feature_weight and shared:
@@ -174,6 +209,8 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
     spec = student.spec
     dataset = data or spec.dataset
     train = load_split(dataset, "train", spec).for_inputs(spec.input_names)
+    if config.unlabelled_split:
+        train = train.joined(unlabelled_rows(config, dataset, spec), spec)
     val = load_split(dataset, "val", spec).for_inputs(spec.input_names)
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                max_steps=config.max_steps, patience=config.patience, label_smoothing=0.0,
@@ -185,6 +222,17 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
         return fit(student.module, spec, train, val, train_config, loss, progress, checkpoint_dir, groups, frozen)
     finally:
         loss.close()
+
+
+def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Split":
+    """The extra rows to distil on: labels dropped (the teacher is their target), towers blanked as asked."""
+    rows = load_split(config.unlabelled_data or dataset, config.unlabelled_split, spec).for_inputs(spec.input_names)
+    if config.unlabelled_samples and len(rows) > config.unlabelled_samples:
+        pick = np.sort(np.random.default_rng(0).choice(len(rows), config.unlabelled_samples, replace=False))
+        rows = rows.take(pick)
+    for tower in config.unlabelled_blank:
+        rows = rows.blanked(spec, tower)
+    return Split(rows.name, rows.inputs, np.full(len(rows), UNLABELLED, np.int64))
 
 
 def main() -> None:

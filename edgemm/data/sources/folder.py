@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgemm.data.datasets import DATASETS, DataSource, Split, data_fingerprint
-from edgemm.data.readers import build_inputs, needed_columns, read_labels
+from edgemm.data.readers import UNLABELLED, is_blank_label, build_inputs, needed_columns, read_labels
 from edgemm.errors import InputError
 from edgemm.lazy import lazy_import
 
@@ -108,16 +108,17 @@ def _split(ref: str, split: str, spec_json: str, fingerprint: str) -> Split:
     from edgemm.spec import ModelSpec  # noqa: PLC0415 - the contract is data here, parsed from its cache key
     spec = ModelSpec.model_validate_json(spec_json)
     table = _read(ref)[split]
-    wanted = needed_columns(spec) | ({spec.task.label_column} if spec.task.kind == "classification" else set())
-    missing = sorted(c for c in wanted if c not in table.column_names)
+    missing = sorted(c for c in needed_columns(spec) if c not in table.column_names)
     if missing:
         raise InputError(f"data folder {ref} has no column(s) {missing} (it has {table.column_names})",
                          "add them to metadata.csv, or point the contract's preprocess.column / label_column at yours")
-    columns = {c: list(table[c]) for c in wanted}
+    columns = {c: list(table[c]) for c in needed_columns(spec)}
     inputs = build_inputs(columns, spec, Path(ref).resolve())
     if spec.task.kind != "classification":
         return Split(split, inputs, np.zeros(len(table), np.int64))
-    values = columns[spec.task.label_column]
+    if spec.task.label_column not in table.column_names:  # unlabelled data: for distillation and calibration
+        return Split(split, inputs, np.full(len(table), UNLABELLED, np.int64))
+    values = list(table[spec.task.label_column])
     names = _class_names(table, spec.task.label_column)
     if names is not None and spec.task.labels:  # class sub-folders: match the model's classes by name
         values = [names[v] for v in values]
@@ -142,6 +143,11 @@ class FolderDataset(DataSource):
 
     def splits_for(self, ref: str) -> tuple[str, ...]:
         return tuple(_read(ref))
+
+    def labelled(self, ref: str, split: str, spec=None) -> bool:
+        table = _read(ref)[split]
+        column = spec.task.label_column if spec is not None else "label"
+        return column in table.column_names and not any(is_blank_label(v) for v in table[column])
 
     def load(self, split: str, ref: str, spec=None) -> Split:
         if spec is None:
