@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgemm.compress.augment import augment_inputs, drop_modalities
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
@@ -69,6 +69,11 @@ class DistillConfig(StageConfig):
         "unlabelled rows (e.g. [text] for images that come without captions)")
     unlabelled_samples: int | None = Field(None, ge=1, description="read at most this many unlabelled rows (a "
                                                                    "seeded random subset): they are held in memory")
+
+    @field_validator("unlabelled_data")
+    @classmethod
+    def _home(cls, ref: str | None) -> str | None:
+        return str(Path(ref).expanduser()) if ref and ref.startswith("~") else ref  # a recipe shared between users
 
 
 @STAGES.register
