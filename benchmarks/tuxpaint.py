@@ -35,24 +35,24 @@ CACHE = Path.home() / ".cache" / "edgemm" / "tuxpaint"
 OOD_LANGUAGES = ("es", "fr")
 
 
-def fetch(cache: Path) -> Path:
-    """The stamps folder, downloaded once with apt-get and unpacked with dpkg -x."""
-    stamps = cache / "x" / "usr" / "share" / "tuxpaint" / "stamps"
-    if stamps.is_dir():
-        return stamps
+def fetch(cache: Path, package: str = PACKAGE, inside: str = "usr/share/tuxpaint/stamps") -> Path:
+    """A folder of a Debian package, downloaded once with apt-get and unpacked with dpkg -x."""
+    folder = cache / "x" / inside
+    if folder.is_dir():
+        return folder
     cache.mkdir(parents=True, exist_ok=True)
     if not shutil.which("apt-get") or not shutil.which("dpkg"):
-        raise SystemExit(f"skipped: apt-get/dpkg not found; the {PACKAGE} stamps come from Debian's archive")
+        raise SystemExit(f"skipped: apt-get/dpkg not found; {package} comes from Debian's archive")
     try:
         if not list(cache.glob("*.deb")):
-            got = subprocess.run(["apt-get", "download", PACKAGE], cwd=cache, capture_output=True, text=True)
+            got = subprocess.run(["apt-get", "download", package], cwd=cache, capture_output=True, text=True)
             if got.returncode:  # an empty package list: update once, then try again
                 subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-                subprocess.run(["apt-get", "download", PACKAGE], cwd=cache, check=True, capture_output=True)
+                subprocess.run(["apt-get", "download", package], cwd=cache, check=True, capture_output=True)
         subprocess.run(["dpkg", "-x", str(next(cache.glob("*.deb"))), str(cache / "x")], check=True)
     except (subprocess.CalledProcessError, StopIteration) as err:
-        raise SystemExit(f"skipped: could not fetch {PACKAGE} ({err}); run `apt-get download {PACKAGE}` by hand")
-    return stamps
+        raise SystemExit(f"skipped: could not fetch {package} ({err}); run `apt-get download {package}` by hand")
+    return folder
 
 
 def stamps_table(stamps: Path) -> list[dict]:
