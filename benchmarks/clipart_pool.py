@@ -36,8 +36,11 @@ def average_hash(path: Path) -> np.ndarray:
 
 
 def held_out_hashes(stamps: Path) -> np.ndarray:
-    rows = csv.DictReader(open(stamps / "metadata.csv", encoding="utf-8"))
-    return np.array([average_hash(stamps / r["file_name"]) for r in rows if r["split"] != "train"])
+    with open(stamps / "metadata.csv", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] != "train"]
+    if not rows:
+        raise SystemExit(f"{stamps}/metadata.csv has no held-out rows to keep out of the pool")
+    return np.array([average_hash(stamps / r["file_name"]) for r in rows])
 
 
 def build_pool(clipart: Path, stamps: Path, out: Path) -> tuple[int, int]:
@@ -56,8 +59,10 @@ def build_pool(clipart: Path, stamps: Path, out: Path) -> tuple[int, int]:
             dropped += 1
             continue
         name = "images/" + "__".join(path.relative_to(clipart).parts)
-        if not (out / name).exists():
-            (out / name).symlink_to(path)
+        link = out / name
+        if link.is_symlink() or link.exists():  # a link left by an earlier build (perhaps to a moved cache)
+            link.unlink()
+        link.symlink_to(path)
         kept.append(name)
     tmp = out / "metadata.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:

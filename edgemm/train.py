@@ -18,6 +18,7 @@ import numpy as np
 from edgemm.artifacts import atomic_path, write_json
 from edgemm.data.datasets import Split
 from edgemm.data.readers import UNLABELLED
+from edgemm.errors import InputError
 from edgemm.lazy import lazy_import
 from edgemm.runtime import accuracy
 from edgemm.runtime.evaluate import eval_batch_size
@@ -120,8 +121,7 @@ def fit(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConf
         for module in frozen:
             module.eval()
         order = np.random.default_rng(config.seed + epoch).permutation(len(train))
-        shuffled = train.take(order)
-        for inputs, labels in shuffled.batches(config.batch_size):
+        for inputs, labels in train.batches(config.batch_size, order):  # no shuffled copy of the whole split
             if state["step"] >= total:
                 break
             mine = slice(rank, None, world)  # this rank's share of the global batch
@@ -164,6 +164,9 @@ def _settling(step: int, total: int, lr: float, peak_lr: float) -> bool:
 
 def train_classifier(model: Any, spec: ModelSpec, train: Split, val: Split, config: TrainConfig,
                      progress: ProgressFn | None = None) -> TrainResult:
+    if len(train) and not (np.asarray(train.labels) != UNLABELLED).any():
+        raise InputError(f"split {train.name!r} has no labelled rows: a classifier cannot be trained on it",
+                         "label the training rows (unlabelled rows serve distillation: distill.unlabelled_split)")
     return fit(model, spec, train, val, config, task_loss(config), progress)
 
 

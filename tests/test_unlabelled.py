@@ -11,10 +11,11 @@ import torch
 
 from edgemm.compress.recipe import recipe_model
 from edgemm.compress.runner import check_recipe
-from edgemm.compress.stages.distill import DistillConfig, DistillStage, distill, unlabelled_record
+from edgemm.compress.pipeline import labelled_report_splits
+from edgemm.compress.stages.distill import DistillConfig, DistillStage, distill, unlabelled_record, unlabelled_rows
 from edgemm.data.datasets import Split, find_source, load_split
 from edgemm.data.readers import UNLABELLED
-from edgemm.errors import ConfigError, InputError
+from edgemm.errors import CodeNotTrusted, ConfigError, InputError
 from edgemm.models.registry import resolve_model
 from edgemm.runtime.evaluate import correct_of
 from edgemm.train import labelled_loss
@@ -87,10 +88,16 @@ def test_splits_of_different_caption_lengths_join_padded_with_the_empty_value():
     assert joined.labels.tolist() == [0, 0, UNLABELLED]
 
 
-def test_distill_learns_from_unlabelled_rows_with_the_caption_blanked(folder_with_unlabelled):
+def test_distill_learns_from_unlabelled_rows_with_the_caption_blanked(folder_with_unlabelled, monkeypatch):
+    from edgemm.compress.stages import distill as stage
+    seen = []
+    original = stage.DistillationLoss.__call__
+
+    def spy(self, student, inputs, labels):  # what each step's loss gets: labels, and the token ids of those rows
+        seen.append((labels.clone(), inputs[1].clone()))
+        return original(self, student, inputs, labels)
+    monkeypatch.setattr(stage.DistillationLoss, "__call__", spy)
     teacher, student = resolve_model(OWN), resolve_model(OWN)
-    torch.nn.init.normal_(student.module.classifier[0].weight)  # a student with something to learn
-    before = {k: v.clone() for k, v in student.module.state_dict().items()}
     data = str(folder_with_unlabelled)
     totals = []
     config = DistillConfig(stage="distill", epochs=1, batch_size=16, unlabelled_split="unlabelled",
@@ -98,10 +105,13 @@ def test_distill_learns_from_unlabelled_rows_with_the_caption_blanked(folder_wit
     distill(student, teacher, config, data=data, progress=lambda done, total, _m: totals.append(total))
     train = len(load_split(data, "train", student.spec))
     assert totals and totals[-1] == -(-(train + 30) // 16)  # every step of an epoch over train + 30 unlabelled rows
+    labels = torch.cat([lab for lab, _ in seen])
+    assert int((labels == UNLABELLED).sum()) == 30 and int((labels >= 0).sum()) == train
+    assert all((ids[lab == UNLABELLED] == 0).all() and ((lab < 0).all() or (ids[lab >= 0] != 0).any()) for lab, ids in seen)
     assert all(torch.isfinite(p).all() for p in student.module.parameters())
-    assert any(not torch.equal(before[k], v) for k, v in student.module.state_dict().items())
     record = unlabelled_record(config, data)["unlabelled"]
-    assert record["data"] == data and record["split"] == "unlabelled" and len(record["fingerprint"]) > 8
+    assert record["split"] == "unlabelled" and record["data"].endswith(folder_with_unlabelled.name)
+    assert len(record["fingerprint"]) > 8
 
 
 def test_unlabelled_settings_are_checked_before_any_stage(folder_with_unlabelled):
@@ -130,3 +140,73 @@ def test_compress_refuses_to_gate_on_a_split_without_labels(folder_with_unlabell
         api.compress(OWN, recipe, tmp_path / "c", data=str(folder_with_unlabelled), batch_sizes=(1,),
                      log=lambda _m: None)
     assert not (tmp_path / "c" / "final").exists()
+
+
+def test_the_unlabelled_rows_distilled_on_are_a_seeded_subset_with_the_caption_blanked(folder_with_unlabelled):
+    spec = resolve_model(OWN).spec
+    data = str(folder_with_unlabelled)
+    config = DistillConfig(stage="distill", unlabelled_split="unlabelled", unlabelled_blank=["text"], unlabelled_samples=7)
+    rows = unlabelled_rows(config, data, spec)
+    assert len(rows) == 7 and (rows.labels == UNLABELLED).all()
+    assert (rows.inputs["input_ids"] == 0).all() and (rows.inputs["attention_mask"] == 0).all()
+    full = load_split(data, "unlabelled", spec)
+    picked = find_source(data).load_rows("unlabelled", data, spec, 7)  # decoded alone, the same rows
+    match = [np.flatnonzero((full.inputs["pixel_values"] == row).all(axis=(1, 2, 3))) for row in picked.inputs["pixel_values"]]
+    assert all(len(m) == 1 for m in match) and len({int(m[0]) for m in match}) == 7
+    assert np.array_equal(rows.inputs["pixel_values"], picked.inputs["pixel_values"])
+    with pytest.raises(ValueError, match="do nothing without unlabelled_split"):
+        DistillConfig(stage="distill", unlabelled_blank=["text"])
+
+
+def test_numbered_classes_with_an_empty_cell_read_as_integers(tmp_path):
+    from examples.own_model.model import CLASSES, make_folder
+    root = make_folder(tmp_path, n=10)
+    rows = list(csv.DictReader(open(root / "metadata.csv")))
+    for i, row in enumerate(rows):
+        row["label"] = "" if i == 0 else str(CLASSES.index(row["label"]))
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    spec = resolve_model(OWN).spec
+    train = load_split(str(root), "train", spec)  # pandas reads the column as 1.0, 2.0, NaN
+    assert train.labels[0] == UNLABELLED and train.labels[1:].tolist() == [i % len(CLASSES) for i in (1, 2, 5, 6, 7)]
+    assert (load_split(str(root), "test", spec).labels >= 0).all()
+
+
+def test_joining_refuses_rows_of_another_fixed_shape():
+    spec = resolve_model(OWN).spec
+
+    def split(side: int, seq: int) -> Split:
+        return Split("s", {"pixel_values": np.zeros((1, 3, side, side), np.float32),
+                           "input_ids": np.ones((1, seq), np.int64), "attention_mask": np.ones((1, seq), np.int64)},
+                     np.zeros(1, np.int64))
+    with pytest.raises(InputError, match="input 'pixel_values'"):
+        split(32, 4).joined(split(16, 4), spec)
+
+
+def test_the_report_leaves_out_unlabelled_splits_and_a_held_out_split_is_not_a_pool(folder_with_unlabelled):
+    spec = resolve_model(OWN).spec
+    data = str(folder_with_unlabelled)
+    notes = []
+    recipe = recipe_model().model_validate({"name": "u", "stages": [{"stage": "distill", "unlabelled_split": "unlabelled"}]})
+    assert labelled_report_splits(data, SPLITS, recipe, spec, notes.append) == ("test",)
+    assert notes == ["note: split 'unlabelled' has rows without a label: left out of the report"]
+    leak = recipe_model().model_validate({"name": "u", "stages": [{"stage": "distill", "unlabelled_split": "test"}]})
+    with pytest.raises(ConfigError, match="names \\['test'\\]: a held-out split"):
+        labelled_report_splits(data, SPLITS, leak, spec, notes.append)
+
+
+def test_a_classifier_is_not_trained_on_rows_without_labels(folder_with_unlabelled):
+    from edgemm.train import TrainConfig, train_classifier
+    model = resolve_model(OWN)
+    pool = load_split(str(folder_with_unlabelled), "unlabelled", model.spec)
+    with pytest.raises(InputError, match="has no labelled rows"):
+        train_classifier(model.module, model.spec, pool, pool, TrainConfig(epochs=1))
+
+
+def test_unlabelled_data_named_as_code_in_a_recipe_runs_only_when_trusted(monkeypatch):
+    monkeypatch.delenv("EDGEMM_TRUST_CODE", raising=False)
+    config = DistillConfig(stage="distill", unlabelled_split="pool", unlabelled_data="tests.conftest:no_such_function")
+    with pytest.raises(CodeNotTrusted, match="distill.unlabelled_data"):
+        DistillStage().check_usable(config)

@@ -18,6 +18,7 @@ from edgemm.compress.recipe import RecipeBase, load_recipe
 from edgemm.compress.runner import check_recipe, plan, run_stage, stage_budgets
 from edgemm.compress.stage import Artifact, Context
 from edgemm.data.datasets import find_source, load_split
+from edgemm.data.readers import UNLABELLED
 from edgemm.errors import ConfigError, GateFailed, InputError
 from edgemm.export.profiles import load_profile
 from edgemm.models.registry import resolve_model, save_model, with_data
@@ -64,8 +65,8 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
                           "pass --data: a data folder, an .npz, module:function or a registered name "
                           "(README: 'Compress your own model')")
     splits = find_source(dataset).splits_for(dataset)
-    scored = tuple(s for s in splits if find_source(dataset).labelled(dataset, s, teacher.spec))  # report splits
     check_recipe(recipe, dataset, splits, teacher.spec, teacher.module)
+    scored = labelled_report_splits(dataset, splits, recipe, teacher.spec, log)
     noise = recipe.gates.resolution_warning(check_data(teacher.spec, dataset, recipe.gates.split))
     if noise:
         log(f"warning: {noise}")
@@ -104,7 +105,7 @@ def compress(model: str, recipe: str | Path | RecipeBase | None = None, out_dir:
         log("benchmark: torch fp32 eager vs ORT fp32 vs compressed")
         guard.step = "the final benchmark"
         refs = [str(source.path), str(reference_onnx.path), str(artifact.path)]
-        report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=report_splits(scored, recipe),
+        report = run_bench(refs, batch_sizes=batch_sizes, threads=threads, splits=scored,
                            dataset=dataset, timing=timing or TimingSettings.for_compress())
         torch_fp32, ort_fp32, final = (report.for_artifact(ref) for ref in refs)
         guard.step = "scoring the compressed model for the gates"
@@ -136,7 +137,7 @@ def check_data(spec, dataset: str, split: str) -> int:
     sample = load_split(dataset, split, spec)
     if not len(sample):
         raise ConfigError(f"split {split!r} of {dataset} is empty", "give the split some rows")
-    if not find_source(dataset).labelled(dataset, split, spec):
+    if (np.asarray(sample.labels) == UNLABELLED).any():
         raise InputError(f"split {split!r} of {dataset} has rows without a label: the gates score accuracy on it",
                          "label every row of it, or gate on a labelled split (gates.split)")
     try:
@@ -144,6 +145,24 @@ def check_data(spec, dataset: str, split: str) -> int:
     except InputError as err:
         raise InputError(f"data {dataset}, split {split!r}: {err.args[0]}", err.hint) from None
     return len(sample)
+
+
+def labelled_report_splits(dataset: str, splits: tuple[str, ...], recipe: RecipeBase, spec: ModelSpec,
+                           log: Callable[[str], None]) -> tuple[str, ...]:
+    """The report splits accuracy can be scored on; a split with unlabelled rows is left out, and said so. The
+    run's own unlabelled split must not be a held-out one: the student would train on what it is scored on."""
+    candidates = report_splits(splits, recipe)
+    source = find_source(dataset)
+    scored = tuple(s for s in candidates if source.labelled(dataset, s, spec))
+    pools = {c.unlabelled_split for c in recipe.stages if getattr(c, "unlabelled_split", None)
+             and not getattr(c, "unlabelled_data", None)}
+    held_out = sorted(pools & (set(scored) | {recipe.gates.split, "val"}))
+    if held_out:
+        raise ConfigError(f"distill.unlabelled_split names {held_out}: a held-out split of the run's data, which the "
+                          "gates or the report score", "distil on rows kept apart for it (a split of their own)")
+    for split in sorted(set(candidates) - set(scored)):
+        log(f"note: split {split!r} has rows without a label: left out of the report")
+    return scored or (recipe.gates.split,)
 
 
 def report_splits(splits: tuple[str, ...], recipe: RecipeBase) -> tuple[str, ...]:

@@ -89,9 +89,14 @@ def _stage_key(name: str, config: StageConfig | None, artifact: Artifact, ctx: C
                        "profile": ctx.profile.model_dump(exclude_unset=True), "dataset": data_fingerprint(ctx.dataset),
                        "gates": ctx.gates.model_dump(exclude={"decision", "ablation"})  # read by the final gate only
                        if STAGES.get(name, usable=False).uses_gates else None,
-                       "data_read": [data_fingerprint(ref) for ref in STAGES.get(name, usable=False).data_read(config)],
-                       "edgemm": __version__}, sort_keys=True)
+                       "edgemm": __version__, **_data_read(name, config)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _data_read(name: str, config: StageConfig | None) -> dict:
+    """Fingerprints of the data a stage reads besides the run's (absent when none: older keys stay valid)."""
+    refs = STAGES.get(name, usable=False).data_read(config)
+    return {"data_read": [data_fingerprint(ref) for ref in refs]} if refs else {}
 
 
 def _check_stage_gate(stage, label: str, config: StageConfig | None, metrics: dict, ctx: Context, gated: bool) -> None:

@@ -93,20 +93,26 @@ class Split:
         is padded to its own longest text) with the contract's empty value."""
         mine, theirs = self.for_inputs(spec.input_names).inputs, other.for_inputs(spec.input_names).inputs
 
-        def padded(name: str, array: np.ndarray, width: int) -> np.ndarray:
-            if array.ndim < 2 or array.shape[1] == width:
-                return array
-            fill = np.full((len(array), width - array.shape[1], *array.shape[2:]), spec.input(name).empty_value,
-                           array.dtype)
-            return np.concatenate([array, fill], axis=1)
+        def padded(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+            pad = [(0, want - have) for have, want in zip(array.shape, shape)]
+            pad[0] = (0, 0)
+            return np.pad(array, pad, constant_values=spec.input(name).empty_value) if any(p for _, p in pad) else array
 
-        widths = {n: max(mine[n].shape[1:2] + theirs[n].shape[1:2], default=0) for n in mine}
-        return Split(self.name, {n: np.concatenate([padded(n, mine[n], widths[n]), padded(n, theirs[n], widths[n])])
-                                 for n in mine}, np.concatenate([self.labels, other.labels]))
+        joined = {}
+        for name in mine:
+            a, b = mine[name], theirs[name]
+            if a.ndim != b.ndim or any(x != y and not isinstance(axis, str) for x, y, axis
+                                       in zip(a.shape[1:], b.shape[1:], spec.input(name).shape[1:])):
+                raise InputError(f"input {name!r}: split {other.name!r} has rows of shape {b.shape[1:]}, split "
+                                 f"{self.name!r} {a.shape[1:]}", "give both in the model's input shape")
+            shape = tuple(max(x, y) for x, y in zip(a.shape, b.shape))  # only the contract's named axes differ
+            joined[name] = np.concatenate([padded(name, a, shape), padded(name, b, shape).astype(a.dtype)])
+        return Split(self.name, joined, np.concatenate([self.labels, other.labels]))
 
-    def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    def batches(self, batch_size: int, order: np.ndarray | None = None) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """Consecutive batches, or batches of the rows in ``order`` (one batch copied at a time)."""
         for start in range(0, len(self), batch_size):
-            part = self.take(slice(start, start + batch_size))
+            part = self.take(slice(start, start + batch_size) if order is None else order[start:start + batch_size])
             yield part.inputs, part.labels
 
 
@@ -131,14 +137,29 @@ class DataSource(Component):
     def load(self, split: str, ref: str, spec: "ModelSpec | None" = None) -> Split:
         """The split's model inputs and labels; ``spec`` says how raw columns become inputs."""
 
+    def load_rows(self, split: str, ref: str, spec: "ModelSpec | None", count: int, seed: int = 0) -> Split:
+        """A seeded random subset of ``count`` rows, in their order; sources that can pick rows before decoding
+        them override this (the whole split is read here)."""
+        rows = self.load(split, ref, spec)
+        return rows.take(subset_rows(len(rows), count, seed))
+
     def labelled(self, ref: str, split: str, spec: "ModelSpec | None" = None) -> bool:
         """Every row has a label (accuracy can be scored on it); sources that can tell without reading the
         inputs say so cheaper."""
+        if spec is not None and spec.task.kind != "classification":
+            return True
         return bool((np.asarray(self.load(split, ref, spec).labels) != UNLABELLED).all())
 
     def raw_sample(self, split: str = "test", index: int = 0) -> dict[str, Any] | None:
         """One sample as the sensors deliver it (for end-to-end timing); None when not offered."""
         return None
+
+
+def subset_rows(total: int, count: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``count`` rows drawn without replacement (all rows when there are no more)."""
+    if count >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
 
 
 DATASETS: Registry[DataSource] = Registry("dataset", "edgemm.data.sources", entry_points="edgemm.datasets")

@@ -62,7 +62,7 @@ UNLABELLED = -1  # the label of a row without one: distillation learns from it, 
 
 def is_blank_label(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (
-        isinstance(value, float) and np.isnan(value))
+        isinstance(value, (float, np.floating)) and bool(np.isnan(value)))
 
 
 def read_labels(values: Sequence[Any], task: TaskSpec) -> np.ndarray:
@@ -76,6 +76,8 @@ def read_labels(values: Sequence[Any], task: TaskSpec) -> np.ndarray:
         if not blank.all():
             labels[~blank] = read_labels([v for v, b in zip(values, blank) if not b], task)
         return labels
+    if all(isinstance(v, (float, np.floating)) and float(v).is_integer() for v in values):
+        values = [int(v) for v in values]  # a CSV column of numbers with empty cells is read as floats
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         labels = np.asarray(values, np.int64)
         classes = task.num_classes or (len(task.labels) if task.labels else None)

@@ -21,17 +21,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgemm.compress.augment import augment_inputs, drop_modalities
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
-from edgemm.data.datasets import Split, data_fingerprint, find_source, load_split
+from edgemm.data.datasets import Split, data_fingerprint, data_ref, find_source, load_split
 from edgemm.data.readers import UNLABELLED
-from edgemm.errors import ConfigError
+from edgemm.errors import ConfigError, InputError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
 from edgemm.models.tower_map import TowerMap, trace_towers
 from edgemm.spec import ModelSpec
+from edgemm.trust import require_trusted
 from edgemm.train import TrainConfig, TrainResult, fit, labelled_loss
 
 torch = lazy_import("torch")
@@ -75,6 +76,12 @@ class DistillConfig(StageConfig):
     def _home(cls, ref: str | None) -> str | None:
         return str(Path(ref).expanduser()) if ref and ref.startswith("~") else ref  # a recipe shared between users
 
+    @model_validator(mode="after")
+    def _unlabelled_needs_a_split(self) -> "DistillConfig":
+        if not self.unlabelled_split and (self.unlabelled_data or self.unlabelled_blank or self.unlabelled_samples):
+            raise ValueError("unlabelled_data/_blank/_samples do nothing without unlabelled_split: name the split")
+        return self
+
 
 @STAGES.register
 class DistillStage(Stage):
@@ -98,9 +105,8 @@ class DistillStage(Stage):
     def check_usable(self, config: DistillConfig | None) -> None:
         super().check_usable(config)
         if config and config.unlabelled_data:
-            if not config.unlabelled_split:
-                raise ConfigError("distill: unlabelled_data is set but unlabelled_split is not",
-                                  "name the split of it to distil on (unlabelled_split)")
+            if find_source(config.unlabelled_data).runs_code:  # a recipe is a file: what it names is code
+                require_trusted(config.unlabelled_data, "the recipe's distill.unlabelled_data", "data function")
             splits = find_source(config.unlabelled_data).splits_for(config.unlabelled_data)
             if config.unlabelled_split not in splits:
                 raise ConfigError(f"distill: unlabelled data {config.unlabelled_data} has no split "
@@ -123,7 +129,7 @@ def unlabelled_record(config: DistillConfig, dataset: str) -> dict:
     """For the manifest: which unlabelled rows the student learned from (the data's fingerprint pins them)."""
     if not config.unlabelled_split:
         return {}
-    ref = config.unlabelled_data or dataset
+    ref = data_ref(config.unlabelled_data or dataset)
     return {"unlabelled": {"data": ref, "split": config.unlabelled_split, "fingerprint": data_fingerprint(ref),
                            "blank": config.unlabelled_blank, "samples_cap": config.unlabelled_samples}}
 
@@ -231,10 +237,14 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
 
 def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Split":
     """The extra rows to distil on: labels dropped (the teacher is their target), towers blanked as asked."""
-    rows = load_split(config.unlabelled_data or dataset, config.unlabelled_split, spec).for_inputs(spec.input_names)
-    if config.unlabelled_samples and len(rows) > config.unlabelled_samples:
-        pick = np.sort(np.random.default_rng(0).choice(len(rows), config.unlabelled_samples, replace=False))
-        rows = rows.take(pick)
+    ref = config.unlabelled_data or dataset
+    rows = (find_source(ref).load_rows(config.unlabelled_split, ref, spec, config.unlabelled_samples)
+            if config.unlabelled_samples else load_split(ref, config.unlabelled_split, spec))
+    rows = rows.for_inputs(spec.input_names)
+    try:
+        spec.check_inputs(rows.head(2).inputs)
+    except InputError as err:
+        raise InputError(f"distill.unlabelled_split {config.unlabelled_split!r} of {ref}: {err.args[0]}", err.hint) from None
     for tower in config.unlabelled_blank:
         rows = rows.blanked(spec, tower)
     return Split(rows.name, rows.inputs, np.full(len(rows), UNLABELLED, np.int64))

@@ -61,11 +61,8 @@ def _as_split(name: str, value: Any, spec: Any, ref: str) -> Split:
         if not columns:
             raise InputError(f"data function {ref!r}: split {name!r} has no columns", f"return {SHAPES}")
         labels = value.get("labels", columns.get(spec.task.label_column))
-        if labels is None:
-            if spec.task.kind == "classification":
-                raise InputError(f"data function {ref!r}: split {name!r} has no labels (no 'labels' and no "
-                                 f"{spec.task.label_column!r} column)", "return the labels: accuracy needs them")
-            labels = [0] * len(next(iter(columns.values())))
+        if labels is None:  # unlabelled rows: distillation learns from them, accuracy refuses them by name
+            labels = [None] * len(next(iter(columns.values())))
         return Split(name, build_inputs(columns, spec, Path.cwd()), read_labels(labels, spec.task))
     raise InputError(f"data function {ref!r}: split {name!r} is a {type(value).__name__}", f"return {SHAPES}")
 
