@@ -119,9 +119,9 @@ def read_images(values: Sequence[Any], inp: InputSpec, how: ImageFrom, ctx: Read
         image = _flatten_alpha(_open_image(value, ctx.root, row), how.background)
         pixels = np.asarray(image.convert(mode).resize((width, height), PIL_Image.BILINEAR), np.float32) / 255.0
         batch[row] = pixels[None] if mode == "L" else pixels.transpose(2, 0, 1)
-    mean = np.asarray(how.mean, np.float32).reshape(-1, 1, 1)
-    std = np.asarray(how.std, np.float32).reshape(-1, 1, 1)
-    return ((batch - mean) / std).astype(inp.dtype)
+    batch -= np.asarray(how.mean, np.float32).reshape(-1, 1, 1)  # in place: 4,000 images are 2.4 GB, and
+    batch /= np.asarray(how.std, np.float32).reshape(-1, 1, 1)   # two temporaries made that a 7 GB peak
+    return batch.astype(inp.dtype, copy=False)
 
 
 def _open_image(value: Any, root: Path, row: int) -> Any:
