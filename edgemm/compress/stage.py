@@ -13,11 +13,11 @@ from pydantic import Field
 from edgemm.compress.gates import Gates
 from edgemm.config import Strict
 from edgemm.data.datasets import Split, load_split
+from edgemm.errors import NonFiniteOutputs
 from edgemm.export.profiles import ExportProfile
 from edgemm.models.registry import LoadedModel, content_sha256, resolve_model
 from edgemm.registry import Component, Registry
 from edgemm.runtime import Session, accuracy, load_session
-from edgemm.errors import NonFiniteOutputs
 from edgemm.runtime.evaluate import correct
 
 Log = Callable[[str], None]

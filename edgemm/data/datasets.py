@@ -106,7 +106,7 @@ class Split:
                 raise InputError(f"input {name!r}: split {other.name!r} has rows of shape {b.shape[1:]}, split "
                                  f"{self.name!r} {a.shape[1:]}", "give both in the model's input shape")
             shape = tuple(max(x, y) for x, y in zip(a.shape, b.shape))  # only the contract's named axes differ
-            joined[name] = np.concatenate([padded(name, a, shape), padded(name, b, shape).astype(a.dtype)])
+            joined[name] = np.concatenate([padded(name, a, shape), padded(name, b, shape).astype(a.dtype, copy=False)])
         return Split(self.name, joined, np.concatenate([self.labels, other.labels]))
 
     def batches(self, batch_size: int, order: np.ndarray | None = None) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:

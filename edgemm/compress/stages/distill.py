@@ -105,9 +105,10 @@ class DistillStage(Stage):
     def check_usable(self, config: DistillConfig | None) -> None:
         super().check_usable(config)
         if config and config.unlabelled_data:
-            if find_source(config.unlabelled_data).runs_code:  # a recipe is a file: what it names is code
+            source = find_source(config.unlabelled_data)
+            if source.runs_code:  # a recipe is a file: what it names is code
                 require_trusted(config.unlabelled_data, "the recipe's distill.unlabelled_data", "data function")
-            splits = find_source(config.unlabelled_data).splits_for(config.unlabelled_data)
+            splits = source.splits_for(config.unlabelled_data)
             if config.unlabelled_split not in splits:
                 raise ConfigError(f"distill: unlabelled data {config.unlabelled_data} has no split "
                                   f"{config.unlabelled_split!r}; it has {list(splits)}", "name one of those")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgemm.data.datasets import DATASETS, DataSource, Split, data_fingerprint, subset_rows
-from edgemm.data.readers import UNLABELLED, is_blank_label, build_inputs, needed_columns, read_labels
+from edgemm.data.readers import UNLABELLED, build_inputs, is_blank_label, needed_columns, read_labels
 from edgemm.errors import InputError
 from edgemm.lazy import lazy_import
 
