@@ -163,7 +163,8 @@ def test_data_from_code_runs_only_when_named_on_the_command_line(tiny_onnx, tmp_
 
 
 def test_an_audio_folder_becomes_log_mel_features(tmp_path):
-    """audiofolder layout: clips at other sample rates, resampled and turned into log-mel as AudioFrom says."""
+    """audiofolder layout: clips at other sample rates, resampled and turned into log-mel as AudioFrom says.
+    A class called "None" is a class, not a missing label (pandas' default reading of a CSV)."""
     import csv
     import soundfile
     from edgemm.spec import AudioFrom, AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
@@ -174,12 +175,12 @@ def test_an_audio_folder_becomes_log_mel_features(tmp_path):
         for i in range(6):
             rate = (8000, 22050)[i % 2]
             soundfile.write(tmp_path / f"clip{i}.wav", rng.normal(0, 0.1, int(rate * (0.5 + 0.1 * i))).astype(np.float32), rate)
-            writer.writerow([f"clip{i}.wav", ("yes", "no")[i % 2], ("train", "test")[i // 3]])
+            writer.writerow([f"clip{i}.wav", ("yes", "None")[i % 2], ("train", "test")[i // 3]])
     spec = ModelSpec(name="kws", inputs=(InputSpec(name="mel", modality="audio", dtype="float32",
                                                    shape=("batch", 40, "frames"),
                                                    preprocess=AudioFrom(sample_rate=16000, seconds=1.0)),),
                      outputs=(OutputSpec(name="logits", shape=("batch", 2)),),
-                     task=TaskSpec(kind="classification", output="logits", num_classes=2, labels=("yes", "no")),
+                     task=TaskSpec(kind="classification", output="logits", num_classes=2, labels=("yes", "None")),
                      axes={"batch": AxisRange(min=1, opt=4, max=8), "frames": AxisRange(min=10, opt=101, max=200)})
     test = load_split(str(tmp_path), "test", spec)
     assert test.inputs["mel"].shape == (3, 40, 101) and test.labels.tolist() == [1, 0, 1]  # 1 s at hop 160 -> 101

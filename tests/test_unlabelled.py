@@ -210,3 +210,31 @@ def test_unlabelled_data_named_as_code_in_a_recipe_runs_only_when_trusted(monkey
     config = DistillConfig(stage="distill", unlabelled_split="pool", unlabelled_data="tests.conftest:no_such_function")
     with pytest.raises(CodeNotTrusted, match="distill.unlabelled_data"):
         DistillStage().check_usable(config)
+
+
+def test_class_names_pandas_reads_as_missing_stay_class_names(tmp_path):
+    """pandas reads the cells NA, None, null, nan... of a CSV as missing: in a data folder they are class names
+    and captions like any other, and only an empty cell is a row without a label."""
+    from examples.own_model.model import make_folder
+    root = make_folder(tmp_path / "d", n=30)
+    names = {"red": "None", "green": "NA", "blue": "null"}
+    table = list(csv.DictReader(open(root / "metadata.csv")))
+    for i, row in enumerate(table):
+        row["label"] = names[row["label"]] if i else ""
+        row["text"] = "NA" if i == 1 else row["text"]
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    spec = resolve_model(OWN).spec
+    spec = spec.model_copy(update={"task": spec.task.model_copy(update={"labels": tuple(names.values())})})
+    wanted = {split: np.asarray([UNLABELLED if i == 0 else list(names.values()).index(row["label"])
+                                 for i, row in enumerate(table) if row["split"] == split]) for split in ("train", "val")}
+    for split, labels in wanted.items():
+        assert (load_split(str(root), split, spec).labels == labels).all()
+    from edgemm.data.readers import build_inputs
+    caption = build_inputs({"image": [table[1]["file_name"]], "text": ["NA"]}, spec, root)
+    first = next(s for s in ("train", "val", "test") if table[1]["split"] == s)
+    index = [r for r in table if r["split"] == first].index(table[1])
+    loaded = load_split(str(root), first, spec).inputs
+    assert all((loaded[k][index][:caption[k].shape[1]] == caption[k][0]).all() for k in caption)

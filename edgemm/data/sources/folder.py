@@ -12,6 +12,7 @@ contract's ``preprocess`` says (``data/readers.py``); files are never decoded by
 """
 from __future__ import annotations
 
+import csv
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ def _builder(root: Path) -> tuple[str, dict[str, Any]]:
         what = "audio files but no metadata.csv/metadata.jsonl beside them" if suffixes & AUDIO else \
             "no images, no audio and no metadata.csv/metadata.jsonl"
         raise InputError(f"data folder {root} holds {what}", f"lay it out as {LAYOUT}")
-    return ("csv" if tables[0].suffix == ".csv" else "json"), {"data_files": {ALL_ROWS: str(tables[0])}}
+    if tables[0].suffix == ".csv":  # only an empty cell is missing: "NA", "None", "null" are values (see below)
+        return "csv", {"data_files": {ALL_ROWS: str(tables[0])}, "keep_default_na": False, "na_values": [""]}
+    return "json", {"data_files": {ALL_ROWS: str(tables[0])}}
 
 
 @lru_cache(maxsize=2)
@@ -77,6 +80,8 @@ def _tables(root: str, fingerprint: str) -> dict[str, Any]:
         for column, feature in table.features.items():
             if isinstance(feature, (datasets.Image, datasets.Audio)):
                 table = table.cast_column(column, type(feature)(decode=False))
+        if builder == "imagefolder":
+            table = _restore_cells(table, Path(root))
         tables[RENAMED.get(split, split)] = table
     if ALL_ROWS in tables and SPLIT_COLUMN not in tables[ALL_ROWS].column_names:
         tables = {"test": tables[ALL_ROWS]}  # no split column, no split folders: all of it is for evaluation
@@ -86,6 +91,34 @@ def _tables(root: str, fingerprint: str) -> dict[str, Any]:
         tables = {RENAMED.get(str(name), str(name)): table.select(np.flatnonzero(values == name))
                   for name in sorted(set(values))}
     return tables
+
+
+def _restore_cells(table: Any, root: Path) -> Any:
+    """Put back the text cells pandas read as missing. imagefolder reads metadata.csv with pandas' defaults, which
+    turn "NA", "None", "null", "nan"... into missing values: a class called None would read as a row without a
+    label, a caption "NA" as no caption. In text columns and columns with no value at all (a column of numbers
+    keeps its missing cells: there "NA" means missing), every cell that is not empty in the file gets its text
+    back, matched to the row by its file."""
+    files = [c for c, f in table.features.items() if isinstance(f, (datasets.Image, datasets.Audio))]
+    texts = [c for c, f in table.features.items() if isinstance(f, datasets.Value) and (
+        f.dtype in ("string", "large_string", "null") or all(v is None for v in table[c]))]  # all-"NA": float64
+    if not files or not texts or not any(None in table[c] for c in texts):
+        return table
+    cells = {}
+    for metadata in root.rglob("metadata.csv"):
+        with open(metadata, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                cells[str((metadata.parent / row.get("file_name", "")).resolve())] = row
+    keys = [str(Path(v["path"]).resolve()) if v and v.get("path") else "" for v in table[files[0]]]
+    for column in texts:
+        values = [v if v is not None else _text_or_none(cells.get(key, {}).get(column))
+                  for v, key in zip(table[column], keys)]
+        table = table.remove_columns(column).add_column(column, values)
+    return table
+
+
+def _text_or_none(cell: str | None) -> str | None:
+    return cell if cell and cell.strip() else None
 
 
 def _check_text(root: Path) -> None:
