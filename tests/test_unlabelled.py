@@ -88,7 +88,8 @@ def test_splits_of_different_caption_lengths_join_padded_with_the_empty_value():
     assert joined.labels.tolist() == [0, 0, UNLABELLED]
 
 
-def test_distill_learns_from_unlabelled_rows_with_the_caption_blanked(folder_with_unlabelled, monkeypatch):
+@pytest.mark.parametrize("alone", [False, True], ids=["beside-train", "unlabelled-only"])
+def test_distill_learns_from_unlabelled_rows_with_the_caption_blanked(folder_with_unlabelled, monkeypatch, alone):
     from edgemm.compress.stages import distill as stage
     seen = []
     original = stage.DistillationLoss.__call__
@@ -101,9 +102,9 @@ def test_distill_learns_from_unlabelled_rows_with_the_caption_blanked(folder_wit
     data = str(folder_with_unlabelled)
     totals = []
     config = DistillConfig(stage="distill", epochs=1, batch_size=16, unlabelled_split="unlabelled",
-                           unlabelled_blank=["text"], unlabelled_samples=30)
+                           unlabelled_blank=["text"], unlabelled_samples=30, unlabelled_only=alone)
     distill(student, teacher, config, data=data, progress=lambda done, total, _m: totals.append(total))
-    train = len(load_split(data, "train", student.spec))
+    train = 0 if alone else len(load_split(data, "train", student.spec))
     assert totals and totals[-1] == -(-(train + 30) // 16)  # every step of an epoch over train + 30 unlabelled rows
     labels = torch.cat([lab for lab, _ in seen])
     assert int((labels == UNLABELLED).sum()) == 30 and int((labels >= 0).sum()) == train
@@ -156,6 +157,8 @@ def test_the_unlabelled_rows_distilled_on_are_a_seeded_subset_with_the_caption_b
     assert np.array_equal(rows.inputs["pixel_values"], picked.inputs["pixel_values"])
     with pytest.raises(ValueError, match="do nothing without unlabelled_split"):
         DistillConfig(stage="distill", unlabelled_blank=["text"])
+    with pytest.raises(ValueError, match="do nothing without unlabelled_split"):
+        DistillConfig(stage="distill", unlabelled_only=True)
 
 
 def test_numbered_classes_with_an_empty_cell_read_as_integers(tmp_path):

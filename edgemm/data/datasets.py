@@ -141,7 +141,7 @@ class DataSource(Component):
         """A seeded random subset of ``count`` rows, in their order; sources that can pick rows before decoding
         them override this (the whole split is read here)."""
         rows = self.load(split, ref, spec)
-        return rows.take(subset_rows(len(rows), count, seed))
+        return rows if count >= len(rows) else rows.take(subset_rows(len(rows), count, seed))
 
     def labelled(self, ref: str, split: str, spec: "ModelSpec | None" = None) -> bool:
         """Every row has a label (accuracy can be scored on it); sources that can tell without reading the

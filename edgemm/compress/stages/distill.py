@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -70,6 +71,9 @@ class DistillConfig(StageConfig):
         "unlabelled rows (e.g. [text] for images that come without captions)")
     unlabelled_samples: int | None = Field(None, ge=1, description="read at most this many unlabelled rows (a "
                                                                    "seeded random subset): they are held in memory")
+    unlabelled_only: bool = Field(False, description="distil on the unlabelled rows alone, train left out: a first "
+        "distill stage in which a pruned tower relearns its teacher from many rows, before a labelled distill stage "
+        "(mixed into one stage, each labelled row is seen as often as each of the many unlabelled ones)")
 
     @field_validator("unlabelled_data")
     @classmethod
@@ -78,8 +82,9 @@ class DistillConfig(StageConfig):
 
     @model_validator(mode="after")
     def _unlabelled_needs_a_split(self) -> "DistillConfig":
-        if not self.unlabelled_split and (self.unlabelled_data or self.unlabelled_blank or self.unlabelled_samples):
-            raise ValueError("unlabelled_data/_blank/_samples do nothing without unlabelled_split: name the split")
+        if not self.unlabelled_split and (self.unlabelled_data or self.unlabelled_blank or self.unlabelled_samples
+                                          or self.unlabelled_only):
+            raise ValueError("unlabelled_data/_blank/_samples/_only do nothing without unlabelled_split: name the split")
         return self
 
 
@@ -97,7 +102,7 @@ class DistillStage(Stage):
 
     def splits_read(self, config: DistillConfig | None) -> list[str]:
         extra = [config.unlabelled_split] if config and config.unlabelled_split and not config.unlabelled_data else []
-        return ["train", "val", *extra]
+        return [*([] if config and config.unlabelled_only else ["train"]), "val", *extra]
 
     def data_read(self, config: DistillConfig | None) -> list[str]:
         return [config.unlabelled_data] if config and config.unlabelled_split and config.unlabelled_data else []
@@ -220,9 +225,10 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
             checkpoint_dir: Path | None = None, progress=None) -> TrainResult:
     spec = student.spec
     dataset = data or spec.dataset
-    train = load_split(dataset, "train", spec).for_inputs(spec.input_names)
+    train = None if config.unlabelled_only else load_split(dataset, "train", spec).for_inputs(spec.input_names)
     if config.unlabelled_split:
-        train = train.joined(unlabelled_rows(config, dataset, spec), spec)
+        pool = unlabelled_rows(config, dataset, spec)
+        train = pool if train is None else train.joined(pool, spec)
     val = load_split(dataset, "val", spec).for_inputs(spec.input_names)
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                max_steps=config.max_steps, patience=config.patience, label_smoothing=0.0,
@@ -239,8 +245,8 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
 def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Split":
     """The extra rows to distil on: labels dropped (the teacher is their target), towers blanked as asked."""
     ref = config.unlabelled_data or dataset
-    rows = (find_source(ref).load_rows(config.unlabelled_split, ref, spec, config.unlabelled_samples)
-            if config.unlabelled_samples else load_split(ref, config.unlabelled_split, spec))
+    # load_rows, even for every row: a data folder decodes them uncached, so the pool is freed with the stage
+    rows = find_source(ref).load_rows(config.unlabelled_split, ref, spec, config.unlabelled_samples or sys.maxsize)
     rows = rows.for_inputs(spec.input_names)
     try:
         spec.check_inputs(rows.head(2).inputs)
