@@ -241,3 +241,26 @@ def test_class_names_pandas_reads_as_missing_stay_class_names(tmp_path):
     index = [r for r in table if r["split"] == first].index(table[1])
     loaded = load_split(str(root), first, spec).inputs
     assert all((loaded[k][index][:caption[k].shape[1]] == caption[k][0]).all() for k in caption)
+
+
+def test_a_pool_needs_no_column_for_the_towers_it_blanks(folder_with_unlabelled, tmp_path):
+    """Images that come without captions: a pool folder with no text column at all, its caption blanked."""
+    spec = resolve_model(OWN).spec
+    pool = tmp_path / "pool"
+    (pool / "images").mkdir(parents=True)
+    with open(pool / "metadata.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "split"])
+        for row in csv.DictReader(open(folder_with_unlabelled / "metadata.csv")):
+            if row["split"] == "unlabelled":
+                shutil.copy(folder_with_unlabelled / row["file_name"], pool / row["file_name"])
+                writer.writerow([row["file_name"], "pool"])
+    config = DistillConfig(stage="distill", unlabelled_split="pool", unlabelled_data=str(pool), unlabelled_blank=["text"])
+    rows = unlabelled_rows(config, str(folder_with_unlabelled), spec)
+    assert len(rows) == 40 and (rows.labels == UNLABELLED).all()
+    assert (rows.inputs["input_ids"] == 0).all() and (rows.inputs["attention_mask"] == 0).all()
+    spec.check_inputs(rows.inputs)
+    train = load_split(str(folder_with_unlabelled), "train", spec).joined(rows, spec)
+    assert len(train) == len(rows) + len(load_split(str(folder_with_unlabelled), "train", spec))
+    with pytest.raises(InputError, match="no column.*'text'"):  # not blanked: the column is needed
+        unlabelled_rows(config.model_copy(update={"unlabelled_blank": []}), str(folder_with_unlabelled), spec)

@@ -245,16 +245,18 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
 def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Split":
     """The extra rows to distil on: labels dropped (the teacher is their target), towers blanked as asked."""
     ref = config.unlabelled_data or dataset
-    # load_rows, even for every row: a data folder decodes them uncached, so the pool is freed with the stage
-    rows = find_source(ref).load_rows(config.unlabelled_split, ref, spec, config.unlabelled_samples or sys.maxsize)
-    rows = rows.for_inputs(spec.input_names)
-    try:
-        spec.check_inputs(rows.head(2).inputs)
+    blank = [i for i in spec.inputs if i.tower_name in config.unlabelled_blank]
+    read = spec.model_copy(update={"inputs": tuple(i for i in spec.inputs if i not in blank)})
+    try:  # the blanked towers' inputs are not read: images that come without captions need no caption column
+        # load_rows, even for every row: a data folder decodes them uncached, so the pool is freed with the stage
+        rows = find_source(ref).load_rows(config.unlabelled_split, ref, read, config.unlabelled_samples or sys.maxsize)
+        rows = rows.for_inputs(read.input_names)
+        sizes = spec.sizes("min", batch=len(rows))  # blanks at the shortest length: joining pads them as needed
+        inputs = {**rows.inputs, **{i.name: np.full(i.concrete_shape(sizes), i.empty_value, i.dtype) for i in blank}}
+        spec.check_inputs({k: v[:2] for k, v in inputs.items()})
     except InputError as err:
         raise InputError(f"distill.unlabelled_split {config.unlabelled_split!r} of {ref}: {err.args[0]}", err.hint) from None
-    for tower in config.unlabelled_blank:
-        rows = rows.blanked(spec, tower)
-    return Split(rows.name, rows.inputs, np.full(len(rows), UNLABELLED, np.int64))
+    return Split(rows.name, {name: inputs[name] for name in spec.input_names}, np.full(len(rows), UNLABELLED, np.int64))
 
 
 def main() -> None:
