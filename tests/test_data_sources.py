@@ -185,6 +185,11 @@ def test_an_audio_folder_becomes_log_mel_features(tmp_path):
     test = load_split(str(tmp_path), "test", spec)
     assert test.inputs["mel"].shape == (3, 40, 101) and test.labels.tolist() == [1, 0, 1]  # 1 s at hop 160 -> 101
     spec.check_inputs(test.inputs)
+    with open(tmp_path / "metadata.csv", "w", newline="") as f:  # numbered classes: there NA is a missing label
+        csv.writer(f).writerows([["file_name", "label", "split"], *([f"clip{i}.wav", ("0", "NA", "1")[i % 3], "test"]
+                                                                   for i in range(6))])
+    numbered = spec.model_copy(update={"task": spec.task.model_copy(update={"labels": None})})
+    assert load_split(str(tmp_path), "test", numbered).labels.tolist() == [0, -1, 1, 0, -1, 1]
 
 
 def test_edited_data_changes_the_fingerprint_stages_are_reused_by(own_data, tmp_path):

@@ -215,9 +215,11 @@ def test_unlabelled_data_named_as_code_in_a_recipe_runs_only_when_trusted(monkey
         DistillStage().check_usable(config)
 
 
-def test_class_names_pandas_reads_as_missing_stay_class_names(tmp_path):
+@pytest.mark.parametrize("pool_first", [False, True], ids=["pool-after", "pool-first-excel-bom"])
+def test_class_names_pandas_reads_as_missing_stay_class_names(tmp_path, pool_first):
     """pandas reads the cells NA, None, null, nan... of a CSV as missing: in a data folder they are class names
-    and captions like any other, and only an empty cell is a row without a label."""
+    and captions like any other, and only an empty cell is a row without a label. The same images listed again
+    in an unlabelled pool keep their own (empty) cells; a CSV saved by Excel starts with a byte-order mark."""
     from examples.own_model.model import make_folder
     root = make_folder(tmp_path / "d", n=30)
     names = {"red": "None", "green": "NA", "blue": "null"}
@@ -225,16 +227,18 @@ def test_class_names_pandas_reads_as_missing_stay_class_names(tmp_path):
     for i, row in enumerate(table):
         row["label"] = names[row["label"]] if i else ""
         row["text"] = "NA" if i == 1 else row["text"]
-    with open(root / "metadata.csv", "w", newline="") as f:
+    pool = [{**row, "label": "", "text": "", "split": "pool"} for row in table if row["split"] == "train"]
+    with open(root / "metadata.csv", "w", newline="", encoding="utf-8-sig" if pool_first else "utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
-        writer.writerows(table)
+        writer.writerows(pool + table if pool_first else table + pool)
     spec = resolve_model(OWN).spec
     spec = spec.model_copy(update={"task": spec.task.model_copy(update={"labels": tuple(names.values())})})
     wanted = {split: np.asarray([UNLABELLED if i == 0 else list(names.values()).index(row["label"])
                                  for i, row in enumerate(table) if row["split"] == split]) for split in ("train", "val")}
     for split, labels in wanted.items():
         assert (load_split(str(root), split, spec).labels == labels).all()
+    assert (load_split(str(root), "pool", spec).labels == UNLABELLED).all()
     from edgemm.data.readers import build_inputs
     caption = build_inputs({"image": [table[1]["file_name"]], "text": ["NA"]}, spec, root)
     first = next(s for s in ("train", "val", "test") if table[1]["split"] == s)

@@ -13,6 +13,7 @@ contract's ``preprocess`` says (``data/readers.py``); files are never decoded by
 from __future__ import annotations
 
 import csv
+from collections import defaultdict, deque
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,7 @@ def _builder(root: Path) -> tuple[str, dict[str, Any]]:
         what = "audio files but no metadata.csv/metadata.jsonl beside them" if suffixes & AUDIO else \
             "no images, no audio and no metadata.csv/metadata.jsonl"
         raise InputError(f"data folder {root} holds {what}", f"lay it out as {LAYOUT}")
-    if tables[0].suffix == ".csv":  # only an empty cell is missing: "NA", "None", "null" are values (see below)
-        return "csv", {"data_files": {ALL_ROWS: str(tables[0])}, "keep_default_na": False, "na_values": [""]}
-    return "json", {"data_files": {ALL_ROWS: str(tables[0])}}
+    return ("csv" if tables[0].suffix == ".csv" else "json"), {"data_files": {ALL_ROWS: str(tables[0])}}
 
 
 @lru_cache(maxsize=2)
@@ -74,14 +73,13 @@ def _tables(root: str, fingerprint: str) -> dict[str, Any]:
                          f"lay it out as {LAYOUT}") from None
     tables = {}
     for split, table in loaded.items():
-        if builder in ("csv", "json"):
-            table = table.rename_columns({c: c.removesuffix("_file_name") if c != "file_name" else "audio"
-                                          for c in table.column_names if c.endswith("file_name")})
         for column, feature in table.features.items():
             if isinstance(feature, (datasets.Image, datasets.Audio)):
                 table = table.cast_column(column, type(feature)(decode=False))
-        if builder == "imagefolder":
-            table = _restore_cells(table, Path(root))
+        table = _restore_cells(table, _csv_rows(table, Path(root), builder))
+        if builder in ("csv", "json"):
+            table = table.rename_columns({c: c.removesuffix("_file_name") if c != "file_name" else "audio"
+                                          for c in table.column_names if c.endswith("file_name")})
         tables[RENAMED.get(split, split)] = table
     if ALL_ROWS in tables and SPLIT_COLUMN not in tables[ALL_ROWS].column_names:
         tables = {"test": tables[ALL_ROWS]}  # no split column, no split folders: all of it is for evaluation
@@ -93,28 +91,44 @@ def _tables(root: str, fingerprint: str) -> dict[str, Any]:
     return tables
 
 
-def _restore_cells(table: Any, root: Path) -> Any:
-    """Put back the text cells pandas read as missing. imagefolder reads metadata.csv with pandas' defaults, which
+def _restore_cells(table: Any, raw: list[dict[str, str] | None]) -> Any:
+    """Put back the text cells pandas read as missing. Both loaders read metadata.csv with pandas' defaults, which
     turn "NA", "None", "null", "nan"... into missing values: a class called None would read as a row without a
     label, a caption "NA" as no caption. In text columns and columns with no value at all (a column of numbers
-    keeps its missing cells: there "NA" means missing), every cell that is not empty in the file gets its text
-    back, matched to the row by its file."""
-    files = [c for c, f in table.features.items() if isinstance(f, (datasets.Image, datasets.Audio))]
+    keeps its missing cells: there "NA" means missing), every cell that is not empty in the file (``raw``: each
+    row's cells as written) gets its text back."""
     texts = [c for c, f in table.features.items() if isinstance(f, datasets.Value) and (
         f.dtype in ("string", "large_string", "null") or all(v is None for v in table[c]))]  # all-"NA": float64
-    if not files or not texts or not any(None in table[c] for c in texts):
+    if not any(None in table[c] for c in texts):
         return table
-    cells = {}
-    for metadata in root.rglob("metadata.csv"):
-        with open(metadata, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                cells[str((metadata.parent / row.get("file_name", "")).resolve())] = row
-    keys = [str(Path(v["path"]).resolve()) if v and v.get("path") else "" for v in table[files[0]]]
     for column in texts:
-        values = [v if v is not None else _text_or_none(cells.get(key, {}).get(column))
-                  for v, key in zip(table[column], keys)]
+        values = [v if v is not None or row is None else _text_or_none(row.get(column))
+                  for v, row in zip(table[column], raw)]
         table = table.remove_columns(column).add_column(column, values)
     return table
+
+
+def _csv_rows(table: Any, root: Path, builder: str) -> list[dict[str, str] | None]:
+    """Each row's cells as metadata.csv writes them (None where no CSV row is found). The csv loader keeps the
+    file's order; imagefolder's rows are matched by file, the k-th row of a file to its k-th line (a file may be
+    listed twice, e.g. once labelled and once in an unlabelled pool)."""
+    if builder == "csv":
+        return _read_csv(next(p for p in (root / name for name in METADATA) if p.is_file()))
+    files = [c for c, f in table.features.items() if isinstance(f, (datasets.Image, datasets.Audio))]
+    if builder != "imagefolder" or not files:
+        return [None] * len(table)
+    lines: dict[str, deque] = defaultdict(deque)
+    for metadata in root.rglob("metadata.csv"):
+        for row in _read_csv(metadata):
+            name = row.get(f"{files[0]}_file_name") or row.get("file_name") or ""
+            lines[str((metadata.parent / name).resolve())].append(row)
+    keys = (str(Path(v["path"]).resolve()) if v and v.get("path") else "" for v in table[files[0]])
+    return [lines[key].popleft() if lines.get(key) else None for key in keys]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
+        return list(csv.DictReader(f))
 
 
 def _text_or_none(cell: str | None) -> str | None:
