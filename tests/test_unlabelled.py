@@ -268,3 +268,34 @@ def test_a_pool_needs_no_column_for_the_towers_it_blanks(folder_with_unlabelled,
     assert len(train) == len(rows) + len(load_split(str(folder_with_unlabelled), "train", spec))
     with pytest.raises(InputError, match="no column.*'text'"):  # not blanked: the column is needed
         unlabelled_rows(config.model_copy(update={"unlabelled_blank": []}), str(folder_with_unlabelled), spec)
+
+
+def _two_text_towers(leading: str, shared: bool):
+    from edgemm.spec import AxisRange, InputSpec, ModelSpec, OutputSpec, TaskSpec
+    other = "seq" if shared else "seq2"
+    return ModelSpec(name="m", inputs=(
+        InputSpec(name="ids_a", modality="text", dtype="int64", shape=(leading, "seq"), vocab_size=100, pad_id=0, tower="a"),
+        InputSpec(name="ids_b", modality="text", dtype="int64", shape=(leading, other), vocab_size=100, pad_id=0, tower="b")),
+        outputs=(OutputSpec(name="logits", shape=(leading, 3)),),
+        task=TaskSpec(kind="classification", output="logits", num_classes=3),
+        axes={leading: AxisRange(min=1, opt=4, max=64), "seq": AxisRange(min=1, opt=8, max=32),
+              "seq2": AxisRange(min=1, opt=8, max=32)})
+
+
+@pytest.mark.parametrize("leading,shared", [("batch", True), ("n", False)])
+def test_blanked_inputs_take_the_sizes_of_the_axes_they_share(tmp_path, leading, shared):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "pool.npz"
+    np.savez(path, **{"pool/ids_a": rng.integers(1, 100, (10, 6)), "pool/ids_b": rng.integers(1, 100, (10, 6)),
+                      "empty/ids_a": np.zeros((0, 6), np.int64), "empty/ids_b": np.zeros((0, 6), np.int64)})
+    spec = _two_text_towers(leading, shared)
+    config = DistillConfig(stage="distill", unlabelled_split="pool", unlabelled_blank=["b"])
+    rows = unlabelled_rows(config, str(path), spec)
+    assert rows.inputs["ids_a"].shape == (10, 6) and rows.inputs["ids_b"].shape == (10, 6 if shared else 1)
+    assert (rows.inputs["ids_b"] == 0).all() and (rows.inputs["ids_a"] > 0).all()
+    with pytest.raises(ConfigError, match="unlabelled_blank names \\['B'\\]"):  # the Python API checks names too
+        unlabelled_rows(config.model_copy(update={"unlabelled_blank": ["B"]}), str(path), spec)
+    with pytest.raises(ConfigError, match="has no split 'poool'"):
+        unlabelled_rows(config.model_copy(update={"unlabelled_split": "poool"}), str(path), spec)
+    with pytest.raises(InputError, match="has no rows"):
+        unlabelled_rows(config.model_copy(update={"unlabelled_split": "empty"}), str(path), spec)

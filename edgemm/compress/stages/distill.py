@@ -244,19 +244,34 @@ def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, d
 
 def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Split":
     """The extra rows to distil on: labels dropped (the teacher is their target), towers blanked as asked."""
-    ref = config.unlabelled_data or dataset
+    ref, split = config.unlabelled_data or dataset, config.unlabelled_split
+    source = find_source(ref)
+    if split not in source.splits_for(ref):
+        raise ConfigError(f"distill: data {ref} has no split {split!r}; it has {list(source.splits_for(ref))}",
+                          "name one of those in distill.unlabelled_split")
+    unknown = sorted(set(config.unlabelled_blank) - set(spec.towers))
+    if unknown:
+        raise ConfigError(f"distill.unlabelled_blank names {unknown}: not a tower of model {spec.name!r}",
+                          f"name one of its towers: {sorted(spec.towers)}")
     blank = [i for i in spec.inputs if i.tower_name in config.unlabelled_blank]
     read = spec.model_copy(update={"inputs": tuple(i for i in spec.inputs if i not in blank)})
     try:  # the blanked towers' inputs are not read: images that come without captions need no caption column
         # load_rows, even for every row: a data folder decodes them uncached, so the pool is freed with the stage
-        rows = find_source(ref).load_rows(config.unlabelled_split, ref, read, config.unlabelled_samples or sys.maxsize)
-        rows = rows.for_inputs(read.input_names)
-        sizes = spec.sizes("min", batch=len(rows))  # blanks at the shortest length: joining pads them as needed
-        inputs = {**rows.inputs, **{i.name: np.full(i.concrete_shape(sizes), i.empty_value, i.dtype) for i in blank}}
+        rows = source.load_rows(split, ref, read, config.unlabelled_samples or sys.maxsize).for_inputs(read.input_names)
+        if not len(rows):
+            raise InputError("it has no rows", "give it rows, or leave it out")
+        inputs = {**rows.inputs, **_blanks(blank, spec, rows.inputs, len(rows))}
         spec.check_inputs({k: v[:2] for k, v in inputs.items()})
     except InputError as err:
-        raise InputError(f"distill.unlabelled_split {config.unlabelled_split!r} of {ref}: {err.args[0]}", err.hint) from None
+        raise InputError(f"distill.unlabelled_split {split!r} of {ref}: {err.args[0]}", err.hint) from None
     return Split(rows.name, {name: inputs[name] for name in spec.input_names}, np.full(len(rows), UNLABELLED, np.int64))
+
+
+def _blanks(blank: list, spec: ModelSpec, read: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """The blanked inputs at the contract's empty value: an axis they share with the inputs read keeps its size
+    there, any other its minimum (joining the pool to train pads it as needed)."""
+    sizes = {**spec.sizes("min"), **spec.axis_sizes(read), **{i.shape[0]: rows for i in blank if isinstance(i.shape[0], str)}}
+    return {i.name: np.full(i.concrete_shape(sizes), i.empty_value, i.dtype) for i in blank}
 
 
 def main() -> None:
