@@ -245,6 +245,12 @@ def test_bad_recipes_name_the_key(tmp_path, yaml_text, message):
         load_recipe(tmp_path / "r.yaml")
 
 
+def test_a_recipe_may_write_ablation_off_unquoted(tmp_path):
+    """YAML 1.1 reads a bare off (or no, false) as the boolean false: it means the setting called "off"."""
+    (tmp_path / "r.yaml").write_text("name: r\ngates:\n  ablation: off\nstages:\n  - stage: quantize\n")
+    assert load_recipe(tmp_path / "r.yaml").gates.ablation == "off"
+
+
 def test_torch_side_quantizer_may_follow_pruning():
     """INC quantizes the PyTorch model: after prune it is valid; the planner adds no export before it."""
     from edgemm.compress.runner import plan

@@ -5,7 +5,7 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgemm.bench.schema import BenchReport
 from edgemm.config import Strict
@@ -26,6 +26,11 @@ class Gates(Strict):
         "warn", description="score the gate split again with each tower's inputs blanked (models with two or more "
         "towers), input vs compressed: a tower that lost what another modality covers on this split shows there. "
         "warn: a warning; gate: the run fails; off: not scored. It reads the observed drop, whatever 'decision' says")
+
+    @field_validator("ablation", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare off (no, false) as false
 
     def allowed_drop(self, reference: float) -> float:
         """Allowed accuracy drop as a fraction (0-1); the tighter of the two budgets."""
