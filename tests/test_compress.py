@@ -423,6 +423,15 @@ def test_reduce_range_follows_the_quantizing_cpu(monkeypatch, flags, machine, se
     assert load_profile("tensorrt-gpu").quantization.reduces_range() is False
 
 
+def test_reports_name_the_int8_extension_two_cpus_of_one_name_differ_in(monkeypatch):
+    from edgemm import environment
+    assert [environment.vector_isa(f) for f in ({"avx2"}, {"avx2", "avx512f", "avx512_vnni"}, {"avx_vnni", "avx2"},
+                                                 {"asimd"})] == ["AVX2, no VNNI", "AVX-512 VNNI", "AVX-VNNI", None]
+    monkeypatch.setattr(environment, "cpu_flags", lambda: {"avx2"})
+    assert "(2 cores, 1 thread(s), AVX2, no VNNI)" in environment.describe(
+        {**environment.machine_info(1), "logical_cores": 2})
+
+
 def test_compress_for_a_jetson_gives_a_graph_tensorrt_takes(trained_demo, tmp_path):
     """--profile replaces the recipe's target: the quantize stage then uses the Jetson's symmetric int8 scheme,
     and the final graph passes the TensorRT check that the x86 scheme (uint8, asymmetric) fails."""

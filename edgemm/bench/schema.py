@@ -96,6 +96,7 @@ class Machine(BaseModel):
     model_config = ConfigDict(extra="allow")  # machine facts grow (Jetson release, power mode...)
 
     cpu: str | None = None
+    vector_isa: str | None = Field(None, description="widest x86 SIMD / int8 extension (e.g. AVX-512 VNNI)")
     logical_cores: int | None = None
     threads: int | None = None
     versions: dict[str, str] = Field(default_factory=dict)
