@@ -94,12 +94,24 @@ class EdgemmWarning(UserWarning):
 OUT_OF_MEMORY_FIX = "use a smaller --batch-size, fewer threads, or close other programs"
 
 
+def interrupted_while(err: BaseException) -> bool:
+    """A Ctrl-C that another error took the place of: raised inside a lazy import, it leaves the module half
+    imported, and the next line that touches it (a ``finally``, an ``except``) raises an AttributeError or
+    ImportError whose context is the KeyboardInterrupt."""
+    seen = 0
+    while err is not None and seen < 50:  # bounded: a context chain may loop
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
 def as_user_error(err: BaseException) -> EdgemmError:
     """Any exception as an error a user can act on: ours as they are; Ctrl-C, memory and file-system
     errors with what to do; anything else named as an edgemm bug (the last resort, not the fix)."""
     if isinstance(err, EdgemmError):
         return err
-    if isinstance(err, KeyboardInterrupt):
+    if isinstance(err, KeyboardInterrupt) or interrupted_while(err):
         return Interrupted("interrupted (Ctrl-C); nothing it was writing was left looking complete",
                            "run the command again")
     if isinstance(err, MemoryError):

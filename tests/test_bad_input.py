@@ -349,6 +349,34 @@ def test_usage_errors_read_like_every_other_error(args, says, tmp_path):
     assert f"error: {says}" in text and "fix: see `edgemm" in text and "Traceback" not in text
 
 
+def _error_raised_while_interrupted() -> AttributeError:
+    """What a Ctrl-C inside a lazy import looks like afterwards: a `finally` touches the half-imported module
+    and its AttributeError replaces the KeyboardInterrupt (seen in torch.onnx.export as "partially initialized
+    module 'torch._inductor' has no attribute 'custom_graph_pass'")."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise AttributeError("partially initialized module 'torch._inductor' has no attribute 'x'")
+    except AttributeError as err:
+        return err
+
+
+def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interruption(monkeypatch):
+    from edgemm.errors import Interrupted, as_user_error
+    from edgemm.export.profiles import load_profile
+    from edgemm.export.targets import onnx as onnx_target
+    assert isinstance(as_user_error(_error_raised_while_interrupted()), Interrupted)
+    assert not isinstance(as_user_error(AttributeError("a bug")), Interrupted)
+
+    def export(*args, **kwargs):
+        raise _error_raised_while_interrupted()
+    monkeypatch.setattr(onnx_target.torch.onnx, "export", export)
+    settings = onnx_target.OnnxSettings.model_validate(load_profile("x86-cpu").onnx.model_dump())
+    with pytest.raises(KeyboardInterrupt):  # not "torch.onnx.export failed": exit 130, not 2
+        onnx_target.to_onnx_proto(resolve_model("demo-fusion"), settings)
+
+
 def test_ctrl_c_during_export_leaves_nothing_complete(tmp_path):
     process = _edgemm("export", "demo-fusion", "-o", "out", cwd=tmp_path)
     lock = tmp_path / "out" / ".edgemm.lock"

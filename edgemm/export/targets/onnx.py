@@ -14,7 +14,8 @@ from pydantic import Field
 
 from edgemm.artifacts import atomic_path, sha256_file, write_json, write_manifest
 from edgemm.config import Strict
-from edgemm.errors import USER_CODE_ERRORS, ConfigError, EdgemmError, ModelLoadError, ModelRunFailed, ValidationFailed
+from edgemm.errors import (USER_CODE_ERRORS, ConfigError, EdgemmError, ModelLoadError, ModelRunFailed,
+                           ValidationFailed, interrupted_while)
 from edgemm.export.profiles import ExportProfile
 from edgemm.export.target import EXPORT_TARGETS, ExportResult, ExportTarget
 from edgemm.export.validate import validate
@@ -100,6 +101,8 @@ def to_onnx_proto(model: LoadedModel, settings: OnnxSettings, module: Any = None
                 output_names=model.spec.output_names, dynamic_shapes=dynamic_shapes(model.spec, module),
                 external_data=False, verbose=False).model_proto
     except Exception as err:  # torch.export raises many types; the message is what helps
+        if interrupted_while(err):  # Ctrl-C inside one of torch's lazy imports, replaced by the error it left
+            raise KeyboardInterrupt from err
         lines = [ln for ln in str(_root_cause(err)).splitlines()
                  if ln.strip() and "full stack trace above" not in ln]  # that trace is not shown
         raise EdgemmError(f"torch.onnx.export failed for {model.source}: {' / '.join(lines[-3:])[:600]}",
