@@ -113,10 +113,7 @@ class DistillStage(Stage):
             source = find_source(config.unlabelled_data)
             if source.runs_code:  # a recipe is a file: what it names is code
                 require_trusted(config.unlabelled_data, "the recipe's distill.unlabelled_data", "data function")
-            splits = source.splits_for(config.unlabelled_data)
-            if config.unlabelled_split not in splits:
-                raise ConfigError(f"distill: unlabelled data {config.unlabelled_data} has no split "
-                                  f"{config.unlabelled_split!r}; it has {list(splits)}", "name one of those")
+            _check_pool_split(source, config.unlabelled_data, config.unlabelled_split)
 
     def run(self, config: DistillConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         student = artifact.load()
@@ -246,9 +243,7 @@ def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Sp
     """The extra rows to distil on: labels dropped (the teacher is their target), towers blanked as asked."""
     ref, split = config.unlabelled_data or dataset, config.unlabelled_split
     source = find_source(ref)
-    if split not in source.splits_for(ref):
-        raise ConfigError(f"distill: data {ref} has no split {split!r}; it has {list(source.splits_for(ref))}",
-                          "name one of those in distill.unlabelled_split")
+    _check_pool_split(source, ref, split)
     unknown = sorted(set(config.unlabelled_blank) - set(spec.towers))
     if unknown:
         raise ConfigError(f"distill.unlabelled_blank names {unknown}: not a tower of model {spec.name!r}",
@@ -265,6 +260,13 @@ def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Sp
     except InputError as err:
         raise InputError(f"distill.unlabelled_split {split!r} of {ref}: {err.args[0]}", err.hint) from None
     return Split(rows.name, {name: inputs[name] for name in spec.input_names}, np.full(len(rows), UNLABELLED, np.int64))
+
+
+def _check_pool_split(source, ref: str, split: str) -> None:
+    splits = source.splits_for(ref)
+    if split not in splits:
+        raise ConfigError(f"distill: unlabelled data {ref} has no split {split!r}; it has {list(splits)}",
+                          "name one of those in distill.unlabelled_split")
 
 
 def _blanks(blank: list, spec: ModelSpec, read: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
