@@ -76,7 +76,9 @@ def _tables(root: str, fingerprint: str) -> dict[str, Any]:
         for column, feature in table.features.items():
             if isinstance(feature, (datasets.Image, datasets.Audio)):
                 table = table.cast_column(column, type(feature)(decode=False))
-        table = _restore_cells(table, _csv_rows(table, Path(root), builder))
+        gaps = _text_columns_with_gaps(table)
+        if gaps:  # the CSV is read again only when pandas may have taken a text cell for a missing value
+            table = _restore_cells(table, gaps, _csv_rows(table, Path(root), builder))
         if builder in ("csv", "json"):
             table = table.rename_columns({c: c.removesuffix("_file_name") if c != "file_name" else "audio"
                                           for c in table.column_names if c.endswith("file_name")})
@@ -91,17 +93,20 @@ def _tables(root: str, fingerprint: str) -> dict[str, Any]:
     return tables
 
 
-def _restore_cells(table: Any, raw: list[dict[str, str] | None]) -> Any:
+def _text_columns_with_gaps(table: Any) -> list[str]:
+    """Text columns, and columns with no value at all (all-"NA" reads as float64), that have a missing cell. A
+    column of numbers keeps its missing cells: there "NA" means missing."""
+    texts = [c for c, f in table.features.items() if isinstance(f, datasets.Value) and (
+        f.dtype in ("string", "large_string", "null") or all(v is None for v in table[c]))]
+    return [c for c in texts if None in table[c]]
+
+
+def _restore_cells(table: Any, columns: list[str], raw: list[dict[str, str] | None]) -> Any:
     """Put back the text cells pandas read as missing. Both loaders read metadata.csv with pandas' defaults, which
     turn "NA", "None", "null", "nan"... into missing values: a class called None would read as a row without a
-    label, a caption "NA" as no caption. In text columns and columns with no value at all (a column of numbers
-    keeps its missing cells: there "NA" means missing), every cell that is not empty in the file (``raw``: each
+    label, a caption "NA" as no caption. Every cell of ``columns`` that is not empty in the file (``raw``: each
     row's cells as written) gets its text back."""
-    texts = [c for c, f in table.features.items() if isinstance(f, datasets.Value) and (
-        f.dtype in ("string", "large_string", "null") or all(v is None for v in table[c]))]  # all-"NA": float64
-    if not any(None in table[c] for c in texts):
-        return table
-    for column in texts:
+    for column in columns:
         values = [v if v is not None or row is None else _text_or_none(row.get(column))
                   for v, row in zip(table[column], raw)]
         table = table.remove_columns(column).add_column(column, values)
