@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -8,6 +10,11 @@ import pytest
 from edgemm.cli.common import quiet_libraries
 
 FACTORY = "tests.fixtures.user_models:build"
+
+
+def edgemm_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """The command line in its own process: for runs that may end the process itself (a hard memory stop)."""
+    return subprocess.run([sys.executable, "-m", "edgemm.cli.main", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def pytest_configure(config):

@@ -13,7 +13,7 @@ from edgemm.errors import CodeNotTrusted, ConfigError
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
 from edgemm.runtime import accuracy, load_session
 
-from .conftest import FACTORY
+from .conftest import FACTORY, edgemm_cli
 
 FAST = TimingSettings(warmup=2, min_iterations=6, min_seconds=0.0, rounds=2)
 
@@ -115,19 +115,13 @@ def test_folder_problems_name_the_row_and_the_fix(own_data, tmp_path):
         load_split(str(strange), "train", spec)
 
 
-def _cli(*args: str, cwd=None):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "edgemm.cli.main", *args], capture_output=True, text=True, cwd=cwd)
-
-
 def test_folder_data_follows_the_artifacts_across_processes(own_run, own_data, tmp_path):
     """Export validates on the folder and records it; bench in another process scores on it unasked."""
-    export = _cli("--trust-code", "export", str(own_run), "--data", str(own_data), "-o", str(tmp_path / "exp"))
+    export = edgemm_cli("--trust-code", "export", str(own_run), "--data", str(own_data), "-o", str(tmp_path / "exp"))
     assert export.returncode == 0, export.stderr[-2000:]
     validation = (tmp_path / "exp" / "validation.json").read_text()
     assert f"{own_data}/test[0:30]" in validation  # real samples of the folder, not random inputs
-    bench = _cli("bench", str(tmp_path / "exp" / "model.onnx"), "--batch-size", "2", "--min-iterations", "5",
+    bench = edgemm_cli("bench", str(tmp_path / "exp" / "model.onnx"), "--batch-size", "2", "--min-iterations", "5",
                  "--min-seconds", "0", "-o", str(tmp_path / "bench"), cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr[-2000:]
     import json

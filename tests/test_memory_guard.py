@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -73,3 +75,24 @@ def test_sizes_read_as_people_write_them(text, size):
 def test_a_size_that_is_not_one_is_refused_with_the_format(text):
     with pytest.raises(EdgemmError, match="6GB, 512MB or 1.5G"):
         parse_size(text)
+
+
+def test_a_run_stuck_in_a_long_library_call_is_ended_with_the_reason(tmp_path):
+    """The main thread never returns to Python (a C call), memory stays over 1.25x the limit: after the grace
+    period the process ends itself with exit 137 and says why. In a child process: the hard stop ends it."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import time\nimport numpy as np\n"
+        "from edgemm.runtime.memory_guard import memory_guard, resident_bytes\n"
+        "limit = resident_bytes() + 50 * 2**20\n"
+        "held = np.ones(200 * 2**20 // 8)  # 200 MB resident, 4x past the limit's margin\n"
+        "with memory_guard(limit, 'use fewer calibration samples', interval=0.02) as guard:\n"
+        "    guard.step = 'calibration'\n"
+        "    time.sleep(30)  # an interrupt from another thread does not wake a sleep: a stand-in for a C call\n"
+        "print('not stopped')\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 137, done.stdout + done.stderr
+    assert "stopped at calibration" in done.stderr and "still growing inside a library call" in done.stderr
+    assert "fix: use fewer calibration samples" in done.stderr and "not stopped" not in done.stdout
+    assert time.monotonic() - started < 25  # ended after the grace period, not when the call returned
