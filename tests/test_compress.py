@@ -129,6 +129,28 @@ def test_quantized_model_has_qdq_and_agrees_with_fp32(trained_onnx, tmp_path):
     assert abs((held_out_fp32 == test.labels).mean() - (held_out_int8 == test.labels).mean()) < 0.03
 
 
+def test_two_models_quantized_into_one_folder_each_get_their_own_weights(trained_onnx, tmp_path):
+    """Bug: ORT's pre-pass output (fp32.pre.onnx beside the output) was reused whenever it existed, so the
+    second model quantized into a folder silently came out with the first one's weights."""
+    fp32 = resolve_model(str(trained_onnx))
+    spec, test = fp32.spec, load_split("edgemm-digits", "test")
+    feeds = check_calibration(spec, load_split("edgemm-digits", "train").head(64).for_inputs(spec.input_names))
+    other = onnx.load(str(trained_onnx))
+    for tensor in other.graph.initializer:  # the same graph with other weights: every float tensor negated
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(tensor), tensor.name))
+    save_onnx(other, spec, tmp_path / "other.onnx")
+    ort, work = QUANTIZERS.get("ort"), tmp_path / "work"
+    work.mkdir()
+    for name, source in (("first", trained_onnx), ("second", tmp_path / "other.onnx")):
+        ort.quantize(Path(source), work / f"{name}.int8.onnx", feeds, X86, _ort_config(), [])
+    outputs = {name: task_outputs(load_session(resolve_model(str(path))), test)
+               for name, path in (("second fp32", tmp_path / "other.onnx"), ("first int8", work / "first.int8.onnx"),
+                                  ("second int8", work / "second.int8.onnx"))}
+    assert np.abs(outputs["second int8"] - outputs["second fp32"]).max() < 0.5 * np.abs(outputs["second fp32"]).max()
+    assert not np.allclose(outputs["second int8"], outputs["first int8"])
+
+
 def _quantized_towers(path: Path) -> set[str]:
     """Towers with at least one Conv/MatMul/Gemm reading a DequantizeLinear output."""
     model = onnx.load(str(path))

@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
+from edgemm.artifacts import atomic_path, sha256_file, write_text
 from edgemm.compress.placement import CHAIN_OPS, chain_nodes, float_tensors
 from edgemm.models.graph_towers import node_towers
 from edgemm.compress.quantizer import QUANTIZERS, Feeds, OnnxQuantizer, QuantizeConfig
@@ -92,10 +93,17 @@ def calibration_reader(feeds: Feeds):
 
 
 def preprocess(fp32: Path, out: Path) -> Path:
-    """ORT's recommended pre-pass (shape inference + optimisation) before quantizing."""
-    if not out.exists():
+    """ORT's recommended pre-pass (shape inference + optimisation) before quantizing, done once per source:
+    the fallback's tries reuse it, but only while a stamp beside it names the same source bytes (another model
+    quantized into the same folder, or a pass cut short, gets a new one)."""
+    digest, stamp = sha256_file(fp32), out.with_name(out.name + ".source-sha256")
+    if out.exists() and stamp.exists() and stamp.read_text() == digest:
+        return out
+    stamp.unlink(missing_ok=True)  # never a stamp beside a graph it does not describe
+    with atomic_path(out) as partial:
         # Symbolic shape inference fails on dynamo-exported graphs (shared notes): skip it.
-        shape_inference.quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
+        shape_inference.quant_pre_process(str(fp32), str(partial), skip_symbolic_shape=True)
+    write_text(stamp, digest)
     return out
 
 
