@@ -10,6 +10,7 @@ import pytest
 from edgemm.cli.common import quiet_libraries
 
 FACTORY = "tests.fixtures.user_models:build"
+OWN = "examples.own_model.model:build"  # README's own model: a CNN + a BERT tower, data in a folder
 
 
 def edgemm_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -88,3 +89,24 @@ def trained_int8(trained_onnx, tmp_path_factory) -> Path:
     out = ort_quantizer.quantize(trained_onnx, folder / "q.onnx", calibration_feeds(spec, spec.dataset, "train", 128),
                                  load_profile("x86-cpu").quantization, ort_quantizer.config(stage="quantize"), [])
     return save_onnx(onnx.load(str(out)), spec, folder / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def own_data(tmp_path_factory) -> Path:
+    from examples.own_model.model import make_folder
+    return make_folder(tmp_path_factory.mktemp("own_data"), n=150)
+
+
+@pytest.fixture(scope="session")
+def own_run(own_data, tmp_path_factory) -> Path:
+    """The user's model trained on their folder (a few seconds), saved as a run directory."""
+    from edgemm.data.datasets import load_split
+    from edgemm.models.registry import resolve_model, save_model
+    from edgemm.train import TrainConfig, train_classifier
+
+    model = resolve_model(OWN)
+    train, val = (load_split(str(own_data), s, model.spec) for s in ("train", "val"))
+    train_classifier(model.module, model.spec, train, val, TrainConfig(epochs=6, batch_size=16, lr=3e-3))
+    folder = tmp_path_factory.mktemp("own_run")
+    save_model(model, folder)
+    return folder

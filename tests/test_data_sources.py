@@ -13,7 +13,7 @@ from edgemm.errors import CodeNotTrusted, ConfigError
 from edgemm.models.registry import LoadedModel, resolve_model, save_model
 from edgemm.runtime import accuracy, load_session
 
-from .conftest import FACTORY, edgemm_cli
+from .conftest import FACTORY, OWN, edgemm_cli
 
 FAST = TimingSettings(warmup=2, min_iterations=6, min_seconds=0.0, rounds=2)
 
@@ -45,27 +45,6 @@ def test_npz_data_scores_bench_and_compress(tmp_path):
     with pytest.raises(ConfigError, match="has no split 'holdout' \\(read by gates.split\\)"):
         api.compress(FACTORY, recipe_model().model_validate(holdout), tmp_path / "h", data=str(data))
     assert not (tmp_path / "h").exists()  # refused before any stage ran
-
-OWN = "examples.own_model.model:build"
-
-
-@pytest.fixture(scope="module")
-def own_data(tmp_path_factory):
-    from examples.own_model.model import make_folder
-    return make_folder(tmp_path_factory.mktemp("own_data"), n=150)
-
-
-@pytest.fixture(scope="module")
-def own_run(own_data, tmp_path_factory):
-    """The user's model trained on their folder (a few seconds), saved as a run directory."""
-    from edgemm.train import TrainConfig, train_classifier
-    model = resolve_model(OWN)
-    train, val = (load_split(str(own_data), s, model.spec) for s in ("train", "val"))
-    train_classifier(model.module, model.spec, train, val, TrainConfig(epochs=6, batch_size=16, lr=3e-3))
-    folder = tmp_path_factory.mktemp("own_run")
-    save_model(model, folder)
-    return folder
-
 
 def test_a_data_folder_is_read_as_the_contract_says(own_data):
     spec = resolve_model(OWN).spec

@@ -17,7 +17,7 @@ from edgemm.export.targets.onnx import export_onnx
 from edgemm.models.registry import resolve_model, save_model
 from edgemm.models.tower_map import FUSION, trace_towers
 
-OWN = "examples.own_model.model:build"
+from .conftest import OWN
 
 
 def test_towers_are_traced_from_inputs_not_names():

@@ -37,6 +37,7 @@ TOWER_KEYS: dict[str, tuple[str, Callable[[Any], set[str]]]] = {
     "keep_float": ("'fusion'", lambda _m: {"fusion"}),  # a built-in recipe serves models without that tower
     "modality_dropout": ("", lambda _m: set()),  # it blanks inputs: only the contract's towers have them
     "unlabelled_blank": ("", lambda _m: set()),
+    "size": ("", lambda _m: set()),  # resize: image inputs belong to the contract's towers
 }
 
 
@@ -50,6 +51,7 @@ def check_recipe(recipe: RecipeBase, dataset: str, splits: tuple[str, ...], spec
         stage.check_usable(config)
         if spec is not None:
             _check_tower_keys(index, config, spec, module)
+            stage.check_model(config, spec, dataset, recipe.gates.split)
         wanted.update({split: f"stages.{index} ({config.stage})" for split in stage.splits_read(config)})
     missing = {split: who for split, who in wanted.items() if split not in splits}
     if missing:

@@ -19,6 +19,7 @@ from edgemm.models.registry import LoadedModel, content_sha256, resolve_model
 from edgemm.registry import Component, Registry
 from edgemm.runtime import Session, accuracy, load_session
 from edgemm.runtime.evaluate import correct
+from edgemm.spec import ModelSpec
 
 Log = Callable[[str], None]
 
@@ -58,12 +59,13 @@ class Context:
         """The input model's accuracy on the gate split: every budget is measured from it."""
         return 0.0 if self.reference_correct is None else float(self.reference_correct.mean())
 
-    def split(self, name: str | None = None) -> Split:
-        """A split of the run's dataset (default: the one the gates read)."""
-        return load_split(self.dataset, name or self.gates.split, self.teacher.spec)
+    def split(self, name: str | None = None, spec: ModelSpec | None = None) -> Split:
+        """A split of the run's dataset (default: the one the gates read), read as ``spec`` says (default: the
+        input model's contract; a stage may change it, e.g. the image size, so each artifact is scored on its own)."""
+        return load_split(self.dataset, name or self.gates.split, spec or self.teacher.spec)
 
     def session_accuracy(self, session: Session, split: str | None = None) -> float:
-        return accuracy(session, self.split(split))
+        return accuracy(session, self.split(split, session.spec))
 
     def accuracy(self, artifact: Artifact, split: str | None = None) -> float:
         """Accuracy of an artifact on its default backend: the figure every gate reads."""
@@ -75,11 +77,12 @@ class Context:
         With ``blanked`` towers: one array for the split as it is, then one per tower with that tower's inputs
         at their empty value (one session for all); None where the model's outputs on that input are not finite
         (a model may never have been meant to see a modality missing: that is reported, not a failed run)."""
-        session, data = load_session(artifact.load(), threads=self.threads), self.split(split)
+        session = load_session(artifact.load(), threads=self.threads)
+        data = self.split(split, session.spec)
         scores: list[np.ndarray | None] = [correct(session, data)]
         for tower in blanked:
             try:
-                scores.append(correct(session, data.blanked(self.teacher.spec, tower)))
+                scores.append(correct(session, data.blanked(session.spec, tower)))
             except NonFiniteOutputs:
                 scores.append(None)
         return scores
@@ -117,6 +120,9 @@ class Stage(Component):
     def check_usable(self, config: StageConfig | None) -> None:
         """Raise BackendUnavailable before any stage runs when this one could not run here."""
         STAGES.get(self.name)
+
+    def check_model(self, config: StageConfig | None, spec: ModelSpec, dataset: str, split: str) -> None:
+        """Raise before any stage runs when this one cannot work on this model or data (default: nothing to check)."""
 
     def splits_read(self, config: StageConfig | None) -> list[str]:
         """Dataset splits the stage reads (checked against the dataset before anything runs)."""

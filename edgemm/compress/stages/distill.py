@@ -4,7 +4,8 @@ Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * task loss
        + feature_weight * MSE(student tower outputs, teacher tower outputs).
 
 ``augment`` shows both models new crops and flips of the images every step, ``modality_dropout`` blanks
-whole towers in some samples (``compress/augment.py``); teacher and student always see the same batch.
+whole towers in some samples (``compress/augment.py``); teacher and student always see the same batch, each
+at its own image size (after a ``resize`` stage the teacher keeps the original resolution).
 Towers are traced from the model (``models/tower_map.py``): ``freeze`` keeps pretrained towers
 bit-identical, ``tower_lr`` gives each its own learning rate. The stage's input counts as epoch 0:
 it never hands on weights worse than it was given.
@@ -177,8 +178,12 @@ class DistillationLoss:
     :meth:`close`, so neither model keeps capturing embeddings after distillation."""
 
     def __init__(self, teacher: "torch.nn.Module", config: DistillConfig, roots: dict[str, list[str]] | None = None,
-                 spec: "ModelSpec | None" = None):
+                 spec: "ModelSpec | None" = None, student_spec: "ModelSpec | None" = None):
+        """``spec``: the contract the batches are read with (the teacher's); ``student_spec`` where the student's
+        images have another size (a resize stage before): each batch is resized for it, the teacher keeps its own."""
         self.teacher, self.config, self.roots, self.spec = teacher.eval(), config, roots or {}, spec
+        self.student_spec = student_spec if student_spec is not None and spec is not None and any(
+            spec.input(i.name).shape != i.shape for i in student_spec.inputs) else None
         if (config.augment or config.modality_dropout) and spec is None:
             raise ValueError("distill.augment and modality_dropout need the model contract (spec) to find the inputs")
         self.student_feats: dict[str, "torch.Tensor"] = {}
@@ -199,7 +204,7 @@ class DistillationLoss:
             inputs = drop_modalities(self.spec, inputs, config.modality_dropout)
         with torch.no_grad():
             teacher_logits = self.teacher(*inputs)
-        logits = student(*inputs)
+        logits = student(*(self.for_student(inputs) if self.student_spec else inputs))
         kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                       log_target=True, reduction="batchmean") * t * t
         total = config.alpha * kd + (1 - config.alpha) * labelled_loss(logits, labels)
@@ -209,6 +214,12 @@ class DistillationLoss:
             total = total + config.feature_weight * sum(
                 F.mse_loss(self.student_feats[k], self.teacher_feats[k]) for k in shared)
         return total
+
+    def for_student(self, inputs: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        """The teacher's batch at the student's image sizes (antialiased bilinear, as the data readers resize)."""
+        return [resize_images(tensor, spec.shape[2:]) if spec.modality == "image" and tensor.dim() == 4
+                and tuple(tensor.shape[2:]) != tuple(spec.shape[2:]) else tensor
+                for spec, tensor in zip(self.student_spec.inputs, inputs)]
 
     def close(self) -> None:
         for hook in self.hooks:
@@ -220,23 +231,37 @@ class DistillationLoss:
 
 def distill(student: LoadedModel, teacher: LoadedModel, config: DistillConfig, data: str | None = None,
             checkpoint_dir: Path | None = None, progress=None) -> TrainResult:
-    spec = student.spec
+    spec, read = student.spec, teacher_contract(teacher.spec, student.spec)  # training rows: as the teacher reads
     dataset = data or spec.dataset
-    train = None if config.unlabelled_only else load_split(dataset, "train", spec).for_inputs(spec.input_names)
+    train = None if config.unlabelled_only else load_split(dataset, "train", read).for_inputs(spec.input_names)
     if config.unlabelled_split:
-        pool = unlabelled_rows(config, dataset, spec)
-        train = pool if train is None else train.joined(pool, spec)
-    val = load_split(dataset, "val", spec).for_inputs(spec.input_names)
+        pool = unlabelled_rows(config, dataset, read)
+        train = pool if train is None else train.joined(pool, read)
+    val = load_split(dataset, "val", spec).for_inputs(spec.input_names)  # the student is scored as it will run
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                max_steps=config.max_steps, patience=config.patience, label_smoothing=0.0,
                                keep_input=True)
     towers = trace_towers(student.module, spec)
     groups, frozen = training_groups(student.module, towers, config)
-    loss = DistillationLoss(teacher.module, config, towers.roots, spec)
+    loss = DistillationLoss(teacher.module, config, towers.roots, read, spec)
     try:
         return fit(student.module, spec, train, val, train_config, loss, progress, checkpoint_dir, groups, frozen)
     finally:
         loss.close()
+
+
+def teacher_contract(teacher: ModelSpec, student: ModelSpec) -> ModelSpec:
+    """The student's contract with the teacher's input shapes: the teacher may read larger images than a resized
+    student (same inputs by name, else the student's contract: the teacher must take the student's inputs)."""
+    if teacher.input_names != student.input_names:
+        return student
+    return student.model_copy(update={"inputs": tuple(i.model_copy(update={"shape": teacher.input(i.name).shape,
+                                                                            "preprocess": teacher.input(i.name).preprocess})
+                                                     for i in student.inputs)})
+
+
+def resize_images(images: "torch.Tensor", size) -> "torch.Tensor":
+    return F.interpolate(images, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def unlabelled_rows(config: DistillConfig, dataset: str, spec: ModelSpec) -> "Split":
