@@ -232,7 +232,7 @@ def test_fallback_says_when_the_loss_is_upstream(fallback_inputs, tmp_path):
     fp32, feeds = fallback_inputs
     with pytest.raises(GateFailed, match="float model entering quantize already misses the gate: 90.00 %") as err:
         _fallback(fp32, tmp_path, feeds, _tower_sensitive_accuracy, 0.95, max_tries=2, granularity=["tower"])
-    assert "prune less" in err.value.hint and "max_tries" not in err.value.hint
+    assert "prune or resize less" in err.value.hint and "max_tries" not in err.value.hint
 
 
 @pytest.mark.parametrize("mutate, message", [

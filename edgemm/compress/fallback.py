@@ -82,8 +82,8 @@ def quantize_with_fallback(fp32: Path, graph: Path, work_dir: Path, quantize: Qu
     float_accuracy = evaluate(fp32) if acc < min_accuracy else None
     if float_accuracy is not None and float_accuracy < min_accuracy:  # no int8 placement can fix this
         raise GateFailed(f"the float model entering quantize already misses the gate: {100 * float_accuracy:.2f} % "
-                         f"< required {100 * min_accuracy:.2f} %", "the loss is upstream: prune less, distill "
-                         "longer, or give that stage a max_accuracy_drop so it stops there")
+                         f"< required {100 * min_accuracy:.2f} %", "the loss is upstream: prune or resize less, "
+                         "distill longer, or give that stage a max_accuracy_drop so it stops there")
     if acc < min_accuracy and "tower" in settings.granularity and settings.max_tries:
         candidates = [t for t in groups if t not in keep_float]
         for tower in candidates:  # accuracy lost when only this tower is quantized

@@ -99,7 +99,7 @@ class DistillStage(Stage):
     resumable = True  # the checkpoint folder survives an interrupted run
     recovers = True
     gate_fix = ("distil longer (epochs), lower lr, or freeze pretrained towers (freeze: [tower]); "
-                "if its input was already far off, prune less")
+                "if its input was already far off, compress less before it (prune less, resize less)")
 
     def splits_read(self, config: DistillConfig | None) -> list[str]:
         extra = [config.unlabelled_split] if config and config.unlabelled_split and not config.unlabelled_data else []
