@@ -378,6 +378,10 @@ def test_other_quantizer_backends_keep_agreement(trained_onnx, tmp_path, backend
         assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 5
 
 
+def _distill_config() -> DistillConfig:
+    return DistillConfig(stage="distill", epochs=1, max_steps=2, batch_size=32)
+
+
 def test_a_stage_past_the_budget_with_nothing_to_recover_it_stops_the_run(trained_demo, tmp_path):
     """Prune hard, then only quantize: after prune no stage trains, so the run stops there with a prune fix
     (before, it went on to quantize and blamed the int8 fallback)."""
@@ -388,6 +392,17 @@ def test_a_stage_past_the_budget_with_nothing_to_recover_it_stops_the_run(traine
     assert "prune less" in err.value.hint
     assert not (tmp_path / "03-quantize").exists() and not (tmp_path / "final").exists()
     assert json.loads((tmp_path / "gate_report.json").read_text())["failed_stage"] == "02-prune"
+    # The same recipe again: the finished prune is reused, and its gate still stops the run.
+    logged = []
+    with pytest.raises(GateFailed, match="stage 02-prune dropped val accuracy"):
+        compress(str(trained_demo), recipe, tmp_path, batch_sizes=(1,), log=logged.append)
+    assert "02-prune: unchanged inputs, reusing" in logged and not (tmp_path / "final").exists()
+    # A recipe that distils after it reuses that prune (a gate failure used to leave no manifest: redone).
+    logged.clear()
+    recovering = recipe.model_copy(update={"stages": [recipe.stages[0], _distill_config(), recipe.stages[1]]})
+    with pytest.raises(GateFailed):  # two steps of distillation do not win 90 % pruning back
+        compress(str(trained_demo), recovering, tmp_path, batch_sizes=(1,), log=logged.append)
+    assert "02-prune: unchanged inputs, reusing" in logged and "03-distill: running" in logged
     # with distillation after it, the same prune is not judged yet: distill may win accuracy back
     from edgemm.compress.runner import plan, stage_budgets
     with_distill = recipe_model().model_validate({"name": "d", "stages": [

@@ -144,6 +144,7 @@ def run_stage(index: int, name: str, config: StageConfig | None, artifact: Artif
     manifest = read_manifest(stage_dir)
     if manifest and manifest.get("complete") and manifest["config"].get("key") == key:
         ctx.log(f"{stage_dir.name}: unchanged inputs, reusing")
+        _check_stage_gate(stage, stage_dir.name, config, manifest["metrics"], ctx, gated)  # this recipe's gates
         return _output_of(stage_dir, manifest), manifest["metrics"]
     resuming = _prepare_folder(stage_dir, key, stage.resumable)
     ctx.stage_dir = stage_dir
@@ -155,10 +156,12 @@ def run_stage(index: int, name: str, config: StageConfig | None, artifact: Artif
                    accuracy_drop_points=round(100 * (ctx.reference_accuracy - accuracy), 3))
     ctx.log(f"{stage_dir.name}: {ctx.gates.split} accuracy {100 * accuracy:.2f} % "
             f"(reference {100 * ctx.reference_accuracy:.2f} %)")
-    _check_stage_gate(stage, stage_dir.name, config, metrics, ctx, gated)
     (stage_dir / IN_PROGRESS).unlink(missing_ok=True)
     files = [p.name for p in stage_dir.iterdir() if p.is_file() and p.name != "manifest.json"]
     write_manifest(stage_dir, kind=f"stage:{name}", inputs={"artifact": str(artifact.path), "sha256": artifact.sha256()},
                    config={"key": key, "stage": config.model_dump() if config else None,
                            "profile": ctx.profile.name}, metrics=metrics, artifacts=sorted(files))
+    # Checked after the manifest: a stage that ran to its end is reused by the next recipe (one that distils
+    # after it, say) instead of being redone; reuse checks the gates of the recipe that reuses it.
+    _check_stage_gate(stage, stage_dir.name, config, metrics, ctx, gated)
     return output, metrics
