@@ -16,7 +16,7 @@ import torch
 from edgemm.bench.latency import TimingSettings
 from edgemm.compress.calibration import check_calibration
 from edgemm.compress.fallback import quantize_with_fallback
-from edgemm.models.graph_towers import FUSION, node_towers
+from edgemm.models.graph_towers import FUSION, node_towers, nodes_by_tower
 from edgemm.compress.pipeline import compress
 from edgemm.compress.quantizer import QUANTIZERS
 from edgemm.compress.recipe import load_recipe, recipe_model
@@ -151,13 +151,17 @@ def test_two_models_quantized_into_one_folder_each_get_their_own_weights(trained
     assert not np.allclose(outputs["second int8"], outputs["first int8"])
 
 
-def _quantized_towers(path: Path) -> set[str]:
-    """Towers with at least one Conv/MatMul/Gemm reading a DequantizeLinear output."""
+def _int8_nodes(path: Path) -> set[str]:
+    """Conv/MatMul/Gemm nodes reading a DequantizeLinear output."""
     model = onnx.load(str(path))
-    towers = node_towers(model)
     dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return {towers[n.name] for n in model.graph.node
-            if n.op_type in ("Conv", "MatMul", "Gemm") and dequantized & set(n.input)}
+    return {n.name for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and dequantized & set(n.input)}
+
+
+def _quantized_towers(path: Path) -> set[str]:
+    """Towers with at least one int8 Conv/MatMul/Gemm."""
+    towers = node_towers(onnx.load(str(path)))
+    return {towers[name] for name in _int8_nodes(path)}
 
 
 # How much accuracy quantizing each tower costs, in this test's stand-in evaluator.
@@ -225,6 +229,22 @@ def test_fallback_fails_loudly_when_the_gate_stays_out_of_reach(fallback_inputs,
     with pytest.raises(GateFailed, match=rf"misses its accuracy gate.*after 3 tries.*{retreat}") as err:
         _fallback(fp32, tmp_path, feeds, evaluate, 0.955, max_tries=2, granularity=[granularity])
     assert "quantize all → 82.00 %" in str(err.value)
+
+
+def test_node_fallback_keeps_nodes_of_the_tower_that_loses_accuracy(fallback_inputs, tmp_path):
+    """Only the image tower's int8 costs accuracy here. The error ranking is global: it named the real model's
+    MiniLM MatMuls first while the loss was its image tower's, and four tries of them changed nothing."""
+    fp32, feeds = fallback_inputs
+    groups = nodes_by_tower(onnx.load(str(QUANTIZERS.get("ort").prepare(fp32, tmp_path))), X86.op_types)
+
+    def evaluate(path: Path) -> float:  # every image node still int8 costs a point
+        quantized = _int8_nodes(path)
+        return 0.95 - 0.01 * len(quantized & set(groups["image"]))
+
+    outcome = _fallback(fp32, tmp_path, feeds, evaluate, 0.95 - 0.01 * (len(groups["image"]) - 2),
+                        max_tries=4, granularity=["node"], nodes_per_try=1)
+    assert outcome.sensitivity["image"] > 0 and outcome.sensitivity["text"] == 0
+    assert outcome.kept_float and set(outcome.kept_float) <= set(groups["image"])
 
 
 def test_fallback_says_when_the_loss_is_upstream(fallback_inputs, tmp_path):
