@@ -223,12 +223,12 @@ def test_fallback_keeps_the_most_sensitive_tower_in_float_first(fallback_inputs,
 def test_fallback_fails_loudly_when_the_gate_stays_out_of_reach(fallback_inputs, tmp_path, granularity, retreat):
     """An unreachable gate: parts are kept in float try by try, then it raises instead of returning a model."""
     fp32, feeds = fallback_inputs
-    def evaluate(path: Path) -> float:
-        return _tower_sensitive_accuracy(path) + 0.06  # float 96 %: the gate is reachable in float, not in int8
+    def evaluate(path: Path) -> float:  # float 96 %: the gate is reachable in float, not with any tower int8
+        return _tower_sensitive_accuracy(path) + 0.06 - (0.01 if _quantized_towers(path) else 0.0)
 
     with pytest.raises(GateFailed, match=rf"misses its accuracy gate.*after 3 tries.*{retreat}") as err:
         _fallback(fp32, tmp_path, feeds, evaluate, 0.955, max_tries=2, granularity=[granularity])
-    assert "quantize all → 82.00 %" in str(err.value)
+    assert "quantize all → 81.00 %" in str(err.value)
 
 
 def test_node_fallback_keeps_nodes_of_the_tower_that_loses_accuracy(fallback_inputs, tmp_path):
@@ -245,6 +245,20 @@ def test_node_fallback_keeps_nodes_of_the_tower_that_loses_accuracy(fallback_inp
                         max_tries=4, granularity=["node"], nodes_per_try=1)
     assert outcome.sensitivity["image"] > 0 and outcome.sensitivity["text"] == 0
     assert outcome.kept_float and set(outcome.kept_float) <= set(groups["image"])
+
+
+def test_a_one_tower_placement_that_passed_while_measuring_is_kept(fallback_inputs, tmp_path):
+    """On the real model each tower alone was lossless in int8 and all of them together were not: the node retreat
+    failed, and the run failed with 'best 84.55 % < required 84.09 %' although a measured placement had passed."""
+    fp32, feeds = fallback_inputs
+
+    def evaluate(path: Path) -> float:
+        return 0.95 if len(_quantized_towers(path)) <= 1 else 0.90
+
+    outcome = _fallback(fp32, tmp_path, feeds, evaluate, 0.94, max_tries=1, granularity=["node"])
+    assert outcome.accuracy == 0.95 and len(_quantized_towers(outcome.path)) == 1
+    chosen = [a for a in outcome.attempts if a.kind == "sensitivity" and a.kept_float == outcome.kept_float]
+    assert chosen and chosen[0].passed and not _int8_nodes(outcome.path) & set(outcome.kept_float)
 
 
 def test_fallback_says_when_the_loss_is_upstream(fallback_inputs, tmp_path):

@@ -69,10 +69,12 @@ def quantize_with_fallback(fp32: Path, graph: Path, work_dir: Path, quantize: Qu
         raise ConfigError(f"quantize.keep_float names {unknown}, which are not towers with quantizable nodes",
                           f"the towers here are {sorted(groups)}")
     attempts: list[Attempt] = []
+    written: dict[int, Path] = {}  # attempt index -> its graph
 
     def attempt(kept: list[str], label: str, kind: str = "try") -> tuple[Path, float]:
         path = quantize(work_dir / f"{kind}{len(attempts)}.onnx", sorted(set(kept)))
         acc = evaluate(path)
+        written[len(attempts)] = path
         attempts.append(Attempt(label, sorted(set(kept)), acc, acc >= min_accuracy, kind))
         log(f"{kind} '{label}': accuracy {100 * acc:.2f} % (needs ≥ {100 * min_accuracy:.2f} %)")
         return path, acc
@@ -114,6 +116,12 @@ def quantize_with_fallback(fp32: Path, graph: Path, work_dir: Path, quantize: Qu
             kept += batch
             path, acc = attempt(kept, f"keep nodes {batch} in float")
             tries += 1
+    if acc < min_accuracy:  # a sensitivity measurement (one tower int8) that passed is a placement too
+        passed = [i for i, a in enumerate(attempts) if a.kind == "sensitivity" and a.passed]
+        if passed:  # the one that keeps the fewest nodes in float
+            best = min(passed, key=lambda i: len(attempts[i].kept_float))
+            path, acc, kept = written[best], attempts[best].accuracy, list(attempts[best].kept_float)
+            log(f"keeping '{attempts[best].label}': the retreat did not reach the gate, this measured placement did")
     outcome = QuantizeOutcome(path, acc, attempts, sensitivity, sorted(set(kept)))
     if acc < min_accuracy:
         raise GateFailed(_failure_text(outcome, min_accuracy),
