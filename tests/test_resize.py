@@ -34,6 +34,7 @@ def test_resize_then_distill_gives_a_model_that_reads_the_data_at_the_new_size(o
     assert [d.dim_value for d in pixels.type.tensor_type.shape.dim][1:] == [3, 16, 16]
     final = resolve_model(str(result.final))
     assert final.spec.input("pixel_values").shape == ("batch", 3, 16, 16)  # the contract travels with the graph
+    assert "read at 16x16 (resize stage; built for 32x32)" in final.spec.input("pixel_values").description
     assert load_split(str(own_data), "test", final.spec).inputs["pixel_values"].shape[2:] == (16, 16)
     resize = json.loads((tmp_path / "run" / "02-resize" / "manifest.json").read_text())["metrics"]
     assert resize["resized"] == {"pixel_values": {"from": [32, 32], "to": [16, 16]}}

@@ -88,7 +88,10 @@ def _resized(inp: InputSpec, size: tuple[int, int]) -> InputSpec:
     preprocess = inp.preprocess
     if isinstance(preprocess, ImageFrom) and preprocess.size is not None:  # an explicit read size follows the input
         preprocess = preprocess.model_copy(update={"size": size})
-    return inp.model_copy(update={"shape": (*inp.shape[:2], *size), "preprocess": preprocess})
+    note = f"read at {size[0]}x{size[1]} (resize stage; built for {inp.shape[2]}x{inp.shape[3]})"
+    description = f"{inp.description}; {note}" if inp.description else note  # e.g. "RGB 224x224" would mislead
+    return inp.model_copy(update={"shape": (*inp.shape[:2], *size), "preprocess": preprocess,
+                                  "description": description})
 
 
 def check_forward(model: LoadedModel, before: dict[str, list]) -> None:
