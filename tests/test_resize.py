@@ -16,7 +16,7 @@ from edgemm.compress.stages.distill import DistillationLoss, DistillConfig
 from edgemm.compress.stages.resize import check_forward, resized_spec
 from edgemm.data.datasets import load_split
 from edgemm.errors import ConfigError
-from edgemm.models.registry import LoadedModel, resolve_model
+from edgemm.models.registry import resolve_model
 
 from .conftest import FACTORY, OWN
 
@@ -73,7 +73,7 @@ def test_resize_refuses_towers_without_images_and_data_of_arrays(own_run, tmp_pa
     np.savez(data, **{f"{s}/{k}": v for s in ("train", "val", "test") for k, v in feed.items()},
              **{f"{s}/labels": np.arange(12) % 5 for s in ("train", "val", "test")})
     recipe = {**RESIZE_DISTILL, "stages": [{"stage": "resize", "size": {"pixels": 8}}]}
-    with pytest.raises(ConfigError, match="does not come at the new size") as caught:
+    with pytest.raises(ConfigError, match=r"gives input .pixels. at \[16, 16\], not at the new size \[8, 8\]") as caught:
         api.compress(FACTORY, recipe_model().model_validate(recipe), tmp_path / "c", data=str(data))
     assert "data folder" in caught.value.hint and not (tmp_path / "c").exists()
 
@@ -91,7 +91,15 @@ class FixedSize(torch.nn.Module):
 
 def test_a_model_that_needs_its_image_size_is_named_with_the_fix():
     spec = resolve_model(FACTORY).spec
-    model = LoadedModel(resized_spec(spec, {"pixels": 8}), FACTORY, "factory", FixedSize(), FACTORY)
     FixedSize()(*[torch.from_numpy(v) for v in spec.example_inputs({"batch": 2, "seq": 3}).values()])  # runs at 16
     with pytest.raises(ConfigError, match=r"does not run at the new size \{'pixels': '\[16, 16\] -> \[8, 8\]'\}"):
-        check_forward(model, {"pixels": [16, 16], "tokens": []})
+        check_forward(FixedSize(), resized_spec(spec, {"pixels": 8}), spec)
+
+    class Silent(FixedSize):
+        def forward(self, pixels, tokens):
+            if pixels.shape[-1] != 16:
+                raise RuntimeError()  # an error without a message (a bare assert outside pytest)
+            return super().forward(pixels, tokens)
+
+    with pytest.raises(ConfigError, match="RuntimeError"):
+        check_forward(Silent(), resized_spec(spec, {"pixels": 8}), spec)

@@ -121,8 +121,10 @@ class Stage(Component):
         """Raise BackendUnavailable before any stage runs when this one could not run here."""
         STAGES.get(self.name)
 
-    def check_model(self, config: StageConfig | None, spec: ModelSpec, dataset: str, split: str) -> None:
-        """Raise before any stage runs when this one cannot work on this model or data (default: nothing to check)."""
+    def check_model(self, config: StageConfig | None, spec: ModelSpec, dataset: str, split: str,
+                    module: Any = None) -> None:
+        """Raise before any stage runs when this one cannot work on this model (``module``: the input model's
+        PyTorch module, when it has one) or data (default: nothing to check)."""
 
     def splits_read(self, config: StageConfig | None) -> list[str]:
         """Dataset splits the stage reads (checked against the dataset before anything runs)."""

@@ -75,7 +75,7 @@ def quantize_checked(model: LoadedModel, fp32: Path, out: Path, profile, notes: 
         return None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    kept = sorted({t for a in outcome.attempts if a.passed for t in a.kept_float})
+    kept = outcome.kept_float  # the placement shipped (a passed sensitivity measurement keeps whole towers)
     share = quantized_share(out)
     notes.append(f"int8 graph made here: {what} {100 * reference:.2f} -> {100 * outcome.accuracy:.2f} on ONNX "
                  f"Runtime (budget {100 * budget:.2f} points), {100 * share:.0f} % of Conv/MatMul/Gemm in int8"

@@ -7,15 +7,17 @@ each batch for the student), which is what makes the lower resolution pay.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+
+import numpy as np
 
 from pydantic import Field
 
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
-from edgemm.data.datasets import load_split
-from edgemm.errors import ConfigError, InputError
+from edgemm.data.datasets import find_source
+from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
-from edgemm.models.registry import LoadedModel, save_model
+from edgemm.models.registry import save_model
 from edgemm.runtime.convert import named_outputs, to_tensors
 from edgemm.spec import ImageFrom, InputSpec, ModelSpec
 
@@ -39,25 +41,31 @@ class ResizeStage(Stage):
     requires = ("torch",)
     gate_fix = "resize less (a size closer to the original), or add a distill stage after it"
 
-    def check_model(self, config: ResizeConfig, spec: ModelSpec, dataset: str, split: str) -> None:
-        """The data must come at the new size: image files are (a data folder resizes them to the contract),
-        arrays are not (an .npz, a function, a registered dataset of arrays)."""
+    def check_model(self, config: ResizeConfig, spec: ModelSpec, dataset: str, split: str,
+                    module: Any = None) -> None:
+        """The model runs at the new size, and the data comes at it: image files do (a data folder resizes
+        them to the contract), arrays do not (an .npz, a function, a registered dataset of arrays). Any other
+        problem with the data is left to the data checks, which name it."""
         resized = resized_spec(spec, config.size)
-        try:
-            resized.check_inputs(load_split(dataset, split, resized).for_inputs(resized.input_names).head(2).inputs)
-        except InputError as err:
-            raise ConfigError(f"resize: data {dataset} does not come at the new size ({err.args[0]})",
-                              "resize needs images read from files, which are resized to the contract's size "
-                              "(a data folder); arrays come at the size they were saved at") from None
+        if module is not None:
+            check_forward(module, resized, spec)
+        rows = find_source(dataset).load_rows(split, dataset, resized, 2).inputs
+        for inp in resized.inputs:
+            got = tuple(np.shape(rows.get(inp.name, ()))[2:])
+            if inp.name in rows and inp.modality == "image" and got != tuple(inp.shape[2:]):
+                raise ConfigError(f"resize: data {dataset} gives input {inp.name!r} at {list(got)}, not at the new "
+                                  f"size {list(inp.shape[2:])}",
+                                  "resize needs images read from files, which are resized to the contract's size "
+                                  "(a data folder); arrays come at the size they were saved at")
 
     def run(self, config: ResizeConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         model = artifact.load()
-        before = {i.name: list(i.shape[2:]) for i in model.spec.inputs}
-        model.spec = resized_spec(model.spec, config.size)
-        check_forward(model, before)
+        before = model.spec
+        model.spec = resized_spec(before, config.size)
+        check_forward(model.module, model.spec, before)
         save_model(model, ctx.stage_dir)
-        changed = {i.name: {"from": before[i.name], "to": list(i.shape[2:])} for i in model.spec.inputs
-                   if list(i.shape[2:]) != before[i.name]}
+        changed = {i.name: {"from": list(before.input(i.name).shape[2:]), "to": list(i.shape[2:])}
+                   for i in model.spec.inputs if i.shape != before.input(i.name).shape}
         return Artifact("torch", ctx.stage_dir), {"resized": changed}
 
 
@@ -94,18 +102,18 @@ def _resized(inp: InputSpec, size: tuple[int, int]) -> InputSpec:
                                   "description": description})
 
 
-def check_forward(model: LoadedModel, before: dict[str, list]) -> None:
+def check_forward(module: Any, spec: ModelSpec, before: ModelSpec) -> None:
     """The module must take the new size and give outputs of the contract's shapes (a ViT's position
-    embeddings, or a Linear after a Flatten, fix the input size: say so now, not at export)."""
-    feed = model.spec.example_inputs({**model.spec.sizes("min"), "batch": 2} if "batch" in model.spec.axes else None)
+    embeddings, or a Linear after a Flatten, fix the input size: say so before any stage runs, not at export)."""
+    feed = spec.example_inputs({**spec.sizes("min"), "batch": 2} if "batch" in spec.axes else None)
     try:
         with torch.no_grad():
-            outputs = named_outputs(model.spec, model.module.eval()(*to_tensors(model.spec, feed)))
-        model.spec.check_outputs(outputs, model.spec.axis_sizes(feed))
+            outputs = named_outputs(spec, module.eval()(*to_tensors(spec, feed)))
+        spec.check_outputs(outputs, spec.axis_sizes(feed))
     except Exception as err:  # a shape error from deep inside the model: the user needs which input and why
-        sizes = {i.name: f"{before[i.name]} -> {list(i.shape[2:])}" for i in model.spec.inputs
-                 if list(i.shape[2:]) != before[i.name]}
-        raise ConfigError(f"resize: model {model.spec.name!r} does not run at the new size {sizes}: "
-                          f"{str(err).splitlines()[0][:300]}",
+        sizes = {i.name: f"{list(before.input(i.name).shape[2:])} -> {list(i.shape[2:])}" for i in spec.inputs
+                 if i.shape != before.input(i.name).shape}
+        first = (str(err).splitlines() or [type(err).__name__])[0]  # a bare assert has no message
+        raise ConfigError(f"resize: model {spec.name!r} does not run at the new size {sizes}: {first[:300]}",
                           "its tower needs the size it was built for (position embeddings, a Flatten into a "
                           "Linear): leave it out of resize.size, or pick a size its layers accept") from None
