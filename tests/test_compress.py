@@ -27,7 +27,7 @@ from edgemm.errors import ConfigError, GateFailed, InputError
 from edgemm.export.profiles import load_profile
 from edgemm.export.targets.onnx import export_onnx, save_onnx
 from edgemm.models.registry import resolve_model, save_model
-from edgemm.runtime import load_session, task_outputs
+from edgemm.runtime import accuracy, load_session, task_outputs
 from edgemm.runtime.convert import to_tensors
 
 FAST = TimingSettings(warmup=1, min_iterations=3, min_seconds=0.0, rounds=2)
@@ -431,6 +431,14 @@ def test_a_stage_past_the_budget_with_nothing_to_recover_it_stops_the_run(traine
     with pytest.raises(GateFailed, match="stage 02-prune dropped val accuracy"):
         compress(str(trained_demo), recipe, tmp_path, batch_sizes=(1,), log=logged.append)
     assert "02-prune: unchanged inputs, reusing" in logged and not (tmp_path / "final").exists()
+    # Gated on another split, the reused prune is scored on that split (not judged by its val figure).
+    on_test = recipe.model_copy(update={"gates": recipe.gates.model_copy(update={"split": "test"})})
+    with pytest.raises(GateFailed, match="stage 02-prune dropped test accuracy") as err:
+        compress(str(trained_demo), on_test, tmp_path, batch_sizes=(1,), log=lambda _m: None)
+    test = load_split("edgemm-digits", "test")
+    drop = 100 * (accuracy(load_session(resolve_model(str(trained_demo))), test)
+                  - accuracy(load_session(resolve_model(str(tmp_path / "02-prune"))), test))
+    assert f"by {drop:.2f} points" in str(err.value)
     # A recipe that distils after it reuses that prune (a gate failure used to leave no manifest: redone).
     logged.clear()
     recovering = recipe.model_copy(update={"stages": [recipe.stages[0], _distill_config(), recipe.stages[1]]})
