@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import numpy as np
-
 from pydantic import Field
 
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
@@ -50,11 +48,10 @@ class ResizeStage(Stage):
         if module is not None:
             check_forward(module, resized, spec)
         rows = find_source(dataset).load_rows(split, dataset, resized, 2).inputs
-        for inp in resized.inputs:
-            got = tuple(np.shape(rows.get(inp.name, ()))[2:])
-            if inp.name in rows and inp.modality == "image" and got != tuple(inp.shape[2:]):
-                raise ConfigError(f"resize: data {dataset} gives input {inp.name!r} at {list(got)}, not at the new "
-                                  f"size {list(inp.shape[2:])}",
+        for name, (_, size) in changed_sizes(spec, resized).items():
+            got = list(rows[name].shape[2:]) if name in rows else size  # a missing input: the data checks name it
+            if got != size:
+                raise ConfigError(f"resize: data {dataset} gives input {name!r} at {got}, not at the new size {size}",
                                   "resize needs images read from files, which are resized to the contract's size "
                                   "(a data folder); arrays come at the size they were saved at")
 
@@ -64,9 +61,14 @@ class ResizeStage(Stage):
         model.spec = resized_spec(before, config.size)
         check_forward(model.module, model.spec, before)
         save_model(model, ctx.stage_dir)
-        changed = {i.name: {"from": list(before.input(i.name).shape[2:]), "to": list(i.shape[2:])}
-                   for i in model.spec.inputs if i.shape != before.input(i.name).shape}
+        changed = {name: {"from": old, "to": new} for name, (old, new) in changed_sizes(before, model.spec).items()}
         return Artifact("torch", ctx.stage_dir), {"resized": changed}
+
+
+def changed_sizes(before: ModelSpec, after: ModelSpec) -> dict[str, tuple[list, list]]:
+    """Input name -> ([height, width] before, after), for the inputs the resize changed."""
+    return {i.name: (list(before.input(i.name).shape[2:]), list(i.shape[2:])) for i in after.inputs
+            if i.shape != before.input(i.name).shape}
 
 
 def resized_spec(spec: ModelSpec, sizes: dict[str, int | tuple[int, int]]) -> ModelSpec:
@@ -111,8 +113,7 @@ def check_forward(module: Any, spec: ModelSpec, before: ModelSpec) -> None:
             outputs = named_outputs(spec, module.eval()(*to_tensors(spec, feed)))
         spec.check_outputs(outputs, spec.axis_sizes(feed))
     except Exception as err:  # a shape error from deep inside the model: the user needs which input and why
-        sizes = {i.name: f"{list(before.input(i.name).shape[2:])} -> {list(i.shape[2:])}" for i in spec.inputs
-                 if i.shape != before.input(i.name).shape}
+        sizes = {name: f"{old} -> {new}" for name, (old, new) in changed_sizes(before, spec).items()}
         first = (str(err).splitlines() or [type(err).__name__])[0]  # a bare assert has no message
         raise ConfigError(f"resize: model {spec.name!r} does not run at the new size {sizes}: {first[:300]}",
                           "its tower needs the size it was built for (position embeddings, a Flatten into a "
