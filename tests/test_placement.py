@@ -1,6 +1,7 @@
 """Q/DQ placement on small graphs, quantized by the ort backend and fused by ONNX Runtime as it runs them."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,19 @@ def test_a_float_op_reading_a_group_through_its_second_input_counts_as_a_crossin
              helper.make_node("Div", ["x", "d"], ["y"], name="div")]
     model = _model(nodes, inits, [4, width], [4, width])
     assert chain_nodes(model, {"mm"}) == set()
+
+
+def test_the_graph_cache_follows_the_bytes_not_the_modification_time(tmp_path):
+    """A graph replaced by another with the same modification time (a copy that keeps it, a coarse clock) is
+    read again: placement must never plan one graph's chains from another's nodes."""
+    ort = QUANTIZERS.get("ort")
+    path = tmp_path / "fp32.pre.onnx"
+    onnx.save(residual_block(), path)
+    stamp = path.stat().st_mtime_ns
+    _, excluded = ort.with_chains(path, X86, ["conv2"])
+    assert "relu1" in excluded  # between int8 conv1 and float conv2
+    onnx.save(layernorm_boundary(), path)
+    os.utime(path, ns=(stamp, stamp))
+    fresh = tmp_path / "fresh.onnx"
+    onnx.save(layernorm_boundary(), fresh)
+    assert ort.with_chains(path, X86, ["proj"]) == ort.with_chains(fresh, X86, ["proj"])

@@ -37,23 +37,26 @@ Mode = Literal["static", "dynamic"]
 HISTOGRAM_SAMPLES = 64
 
 
+# The caches below are keyed by the files' sha256, not their modification time: a graph replaced by another
+# with the same time (a copy that keeps it, a coarse clock) must be read again. Hashing costs ~0.1 s a try.
 @lru_cache(maxsize=1)
-def _load_graph(graph: str, stamp: int):
+def _load_graph(graph: str, digest: str):
     """The preprocessed graph, read once per fallback run rather than once per try (and per use)."""
     return onnx.load(graph, load_external_data=False)
 
 
 @lru_cache(maxsize=1)
-def _float_tensors(graph: str, stamp: int) -> set[str]:
-    return float_tensors(_load_graph(graph, stamp))
+def _float_tensors(graph: str, digest: str) -> set[str]:
+    return float_tensors(_load_graph(graph, digest))
 
 
 @lru_cache(maxsize=2)
-def _graph_towers(graph: str, fp32: str, stamp: int) -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
+def _graph_towers(graph: str, fp32: str,
+                  digests: tuple[str, str]) -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
     """Node -> tower, tower -> modality and the tower names: read once per graph, not once per fallback try."""
     spec = resolve_model(fp32).spec  # the contract the ONNX carries
     modality = {tower: spec.input(inputs[0]).modality for tower, inputs in spec.towers.items()}
-    towers = node_towers(_load_graph(graph, stamp), {i.name: i.tower_name for i in spec.inputs})
+    towers = node_towers(_load_graph(graph, digests[0]), {i.name: i.tower_name for i in spec.inputs})
     return towers, modality, tuple(spec.towers)
 
 
@@ -160,10 +163,10 @@ class OrtQuantizer(OnnxQuantizer):
     @staticmethod
     def with_chains(graph: Path, scheme, exclude: list[str]) -> tuple[QuantizationSettings, list[str]]:
         """The scheme with the chain ops added, and every chain op placement did not choose excluded."""
-        stamp = graph.stat().st_mtime_ns
-        model = _load_graph(str(graph), stamp)
+        digest = sha256_file(graph)
+        model = _load_graph(str(graph), digest)
         int8 = {n.name for n in model.graph.node if n.op_type in scheme.op_types} - set(exclude)
-        chained = chain_nodes(model, int8, exclude, _float_tensors(str(graph), stamp))
+        chained = chain_nodes(model, int8, exclude, _float_tensors(str(graph), digest))
         others = [n.name for n in model.graph.node if n.op_type in CHAIN_OPS and n.name not in chained]
         extended = scheme.model_copy(update={"op_types": list(dict.fromkeys([*scheme.op_types, *CHAIN_OPS]))})
         return extended, sorted(set(exclude) | set(others))
@@ -173,7 +176,7 @@ class OrtQuantizer(OnnxQuantizer):
         """Nodes of the towers quantized dynamically (the tower of a node: ``models/graph_towers.py``)."""
         if config.mode == "static" and "dynamic" not in config.tower_modes.values():
             return set()
-        towers, modality, names = _graph_towers(str(graph), str(fp32), graph.stat().st_mtime_ns)
+        towers, modality, names = _graph_towers(str(graph), str(fp32), (sha256_file(graph), sha256_file(fp32)))
         unknown = set(config.tower_modes) - set(names) - set(get_args(Modality)) - {"fusion"}  # modalities: any model
         if unknown:
             raise ConfigError(f"quantize.tower_modes names {sorted(unknown)}, which are neither towers nor modalities "
