@@ -586,6 +586,7 @@ def test_a_tower_that_lost_what_another_modality_covers_is_named_and_can_fail_th
     [warning] = ablation_findings(Gates(max_accuracy_drop=1.9), 0.019, reference, final)
     assert warning.startswith("with text blanked, val accuracy fell 18.1 points (86.7 → 68.6 %)")
     assert "lost what it knew without text" in warning and "gates.ablation: gate" in warning
+    assert "text's own output for a blank input moved" in warning and "modality_dropout: {text: 0.3}" in warning
     [failure] = ablation_findings(Gates(max_accuracy_drop=1.9, ablation="gate"), 0.019, reference, final)
     assert "gates.ablation" not in failure  # as a failure it needs no hint to make it one
     assert ablation_findings(Gates(max_accuracy_drop=1.9), 0.019, reference, {"image": 0.6, "text": 0.86}) == []
