@@ -362,3 +362,28 @@ def test_onnx_runtime_options_come_from_the_export_profile_and_are_recorded(tmp_
     assert ort_row.runtime_options == {"graph_optimization_level": "all", "allow_spinning": False,
                                        "memory_pattern": False, "prepacking": True}
     assert torch_row.runtime_options == {}
+
+
+def test_flops_and_efficiency_are_counted_at_the_sizes_that_were_timed(own_run, own_data, tmp_path):
+    """Bug: FLOPs were counted at the contract's opt sizes (seq 32 for MiniLM) while the timed batch held
+    captions of 12 tokens, so the efficiency read 186 % of the fp32 peak."""
+    from edgemm.bench.cost import torch_flops
+    from edgemm.data.datasets import load_split
+
+    model = resolve_model(own_run)
+    val = load_split(str(own_data), "val", model.spec)
+    rows = len(val.labels)
+    longer = {  # README's model with captions of 12 tokens, where its contract's opt length is 8
+        "val/pixel_values": val.inputs["pixel_values"], "val/labels": val.labels,
+        "val/input_ids": np.concatenate([val.inputs["input_ids"], np.full((rows, 4), 5)], axis=1),
+        "val/attention_mask": np.concatenate([val.inputs["attention_mask"], np.ones((rows, 4), np.int64)], axis=1)}
+    np.savez(tmp_path / "long.npz", **longer)
+    report = run_bench([str(own_run)], batch_sizes=(4,), threads=1, splits=("val",), timing=ONE_ROUND,
+                       dataset=str(tmp_path / "long.npz"))
+    result = report.results[0]
+    timed = result.at(4).sizes
+    assert timed["seq"] == 12 != model.spec.axes["seq"].opt
+    assert result.flops_per_item == torch_flops(model.module, model.spec, timed) > torch_flops(model.module,
+                                                                                                 model.spec)
+    assert result.efficiency == pytest.approx(
+        result.flops_per_item * result.at(4).throughput_per_s / 1e9 / report.machine.peak_gops["fp32"])

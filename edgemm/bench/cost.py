@@ -13,7 +13,7 @@ import numpy as np
 from edgemm.errors import USER_CODE_ERRORS
 from edgemm.lazy import lazy_import
 from edgemm.runtime.convert import to_tensors
-from edgemm.runtime.memory import inferred_graph
+from edgemm.runtime.memory import inferred_graph, one_item
 from edgemm.runtime.threads import torch_threads
 from edgemm.spec import ModelSpec
 
@@ -27,10 +27,11 @@ INT8_OPS = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "
 PEAK_SIZE = 1024
 
 
-def onnx_flops(path: Path, spec: ModelSpec) -> int | None:
-    """Multiply-accumulate FLOPs (2 per MAC) of Conv/MatMul/Gemm at batch 1 and the spec's typical sizes."""
+def onnx_flops(path: Path, spec: ModelSpec, sizes: dict[str, int] | None = None) -> int | None:
+    """Multiply-accumulate FLOPs (2 per MAC) of Conv/MatMul/Gemm for one item at ``sizes`` (default: the
+    spec's opt sizes; bench passes those of the input it timed)."""
     try:
-        model = inferred_graph(path, spec)
+        model = inferred_graph(path, spec, one_item(spec, "opt", **(sizes or {})))
     except Exception:  # shape inference is best effort: no figure rather than a wrong one
         return None
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -51,9 +52,10 @@ def onnx_flops(path: Path, spec: ModelSpec) -> int | None:
     return total or None
 
 
-def torch_flops(module: Any, spec: ModelSpec) -> int | None:
-    """FLOPs of one item through a torch module (torch.utils.flop_counter), on the CPU."""
-    inputs = to_tensors(spec, spec.example_inputs(spec.sizes("opt", batch=1)))
+def torch_flops(module: Any, spec: ModelSpec, sizes: dict[str, int] | None = None) -> int | None:
+    """FLOPs of one item through a torch module (torch.utils.flop_counter), on the CPU, at ``sizes`` (default:
+    the spec's opt sizes)."""
+    inputs = to_tensors(spec, spec.example_inputs(one_item(spec, "opt", **(sizes or {}))))
     counter = flop_counter.FlopCounterMode(display=False)
     try:
         with counter, torch.inference_mode():

@@ -37,11 +37,11 @@ HEADROOM = 0.8  # of the memory available now: the runtime's own arenas and the 
 MARGIN = 1.3
 
 
-def one_item(spec: ModelSpec, which: str) -> dict[str, int]:
-    """Axis sizes for one sample: each input's leading named axis is its batch, whatever its name
-    (an ONNX file edgemm did not write names it "N" or "batch_size")."""
+def one_item(spec: ModelSpec, which: str, **sizes: int) -> dict[str, int]:
+    """Axis sizes for one sample (``sizes`` over the contract's ``which``): each input's leading named axis is
+    its batch, whatever its name (an ONNX file edgemm did not write names it "N" or "batch_size")."""
     leading = {i.shape[0] for i in spec.inputs if i.shape and isinstance(i.shape[0], str)}
-    return spec.sizes(which, **{axis: 1 for axis in leading | {"batch"}})
+    return spec.sizes(which, **{**sizes, **{axis: 1 for axis in leading | {"batch"}}})
 
 
 def input_bytes_per_item(spec: ModelSpec) -> int:
@@ -88,11 +88,11 @@ def check_batch_fits(model: "LoadedModel", batch_sizes: Sequence[int], available
                          f"use a batch size of at most {most} on this machine")
 
 
-def inferred_graph(path: str | Path, spec: ModelSpec) -> Any:
-    """The ONNX model with every value's shape inferred for one sample at the contract's opt sizes
-    (weights left on disk); shared by this estimate and the FLOP count."""
+def inferred_graph(path: str | Path, spec: ModelSpec, sizes: dict[str, int] | None = None) -> Any:
+    """The ONNX model with every value's shape inferred for one sample at ``sizes`` (default: the contract's
+    opt sizes), weights left on disk; shared by this estimate and the FLOP count."""
     proto = onnx.load(str(path), load_external_data=False)
-    sizes = one_item(spec, "opt")
+    sizes = sizes or one_item(spec, "opt")
     for value in proto.graph.input:
         if value.name in spec.input_names:
             for dim, want in zip(value.type.tensor_type.shape.dim, spec.input(value.name).concrete_shape(sizes)):
