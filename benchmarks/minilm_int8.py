@@ -1,7 +1,8 @@
 """The MiniLM text tower alone: fp32 ONNX vs dynamic int8 (onnxruntime.quantization, per-channel, 7-bit weights
 where the CPU lacks VNNI), on the Tux Paint captions: latency at batch 1 and 16 (1 thread) and cosine to fp32.
 
-    python benchmarks/minilm_int8.py     # after `python benchmarks/tuxpaint.py data`
+    python benchmarks/minilm_int8.py [OUT]   # after `python benchmarks/tuxpaint.py data`; OUT: the results folder
+                                             # (default benchmarks/results/amd-epyc/minilm)
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from edgemm.runtime import load_session, task_outputs  # noqa: E402
 CACHE = Path.home() / ".cache" / "edgemm" / "tuxpaint" / "data"
 
 
-def main(work: Path = ROOT / "runs" / "minilm") -> None:
+def main(out: Path = ROOT / "benchmarks" / "results" / "amd-epyc" / "minilm",
+         work: Path = ROOT / "runs" / "minilm") -> None:
     if not (CACHE / "metadata.csv").is_file():
         raise SystemExit("skipped: run `python benchmarks/tuxpaint.py data` first (the captions)")
     fp32 = api.export("minilm-l6", out_dir=work / "fp32", data=str(CACHE)).path
@@ -37,7 +39,7 @@ def main(work: Path = ROOT / "runs" / "minilm") -> None:
     report, paths = api.bench([str(fp32), str(int8)], labels=["MiniLM fp32 (ORT)", "MiniLM dynamic int8 (ORT)"],
                               batch_sizes=(1, 16), threads=1, splits=("test",),
                               timing=TimingSettings(warmup=10, min_iterations=60, min_seconds=1.0, rounds=3),
-                              out_dir=ROOT / "benchmarks" / "results" / "amd-epyc" / "minilm")
+                              out_dir=out)
     a, b = report.results
     for batch in (1, 16):
         print(f"batch {batch}: fp32 {a.at(batch).p50_ms:.2f} ms, int8 {b.at(batch).p50_ms:.2f} ms, "
@@ -51,4 +53,4 @@ def main(work: Path = ROOT / "runs" / "minilm") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*(Path(a) for a in sys.argv[1:2]))
