@@ -258,6 +258,8 @@ CASES = [
                                                  "--recipe", str(m / "keep-float.yaml"), "-o", out(m)], 2, "smell"),
     Case("unknown recipe key", lambda m: ["compress", FACTORY, "--recipe", str(m / "unknown-key.yaml"),
                                           "-o", out(m)], 2, "colour"),
+    Case("recipe file that does not exist", lambda m: ["compress", FACTORY, "--recipe", str(m / "recipes" / "my.yaml"),
+                                                       "-o", out(m)], 2, "recipe file"),
     Case("rows stop before start", lambda m: ["predict", FACTORY, "--data", "tests.fixtures.user_models:data_splits",
                                               "--rows", "5:2"], 2, "empty"),
     Case("rows not numbers", lambda m: ["predict", FACTORY, "--data", "tests.fixtures.user_models:data_splits",

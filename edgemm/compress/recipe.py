@@ -75,5 +75,9 @@ def load_recipe(name_or_path: str | Path | None = None) -> RecipeBase:
     ref = str(name_or_path or DEFAULT_RECIPE)
     path = Path(ref) if Path(ref).is_file() else PACKAGED_RECIPES / f"{ref}.yaml"
     if not path.is_file():
+        if Path(ref).suffix in (".yaml", ".yml") or "/" in ref or "\\" in ref:  # meant as a file
+            raise ConfigError(f"recipe file {ref!r} does not exist",
+                              f"check the path (relative to {Path.cwd()}), or name a packaged recipe: "
+                              f"{available_recipes()}")
         raise ConfigError(f"unknown recipe {ref!r}", f"give a YAML path or one of {available_recipes()}")
     return load_yaml_model(recipe_model(), path, "`edgemm list --schema recipe` prints every key a recipe takes")
