@@ -12,6 +12,7 @@ from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
 from edgemm.errors import ConfigError
 from edgemm.lazy import lazy_import
 from edgemm.models.registry import LoadedModel, save_model
+from edgemm.models.structure import KEPT_ATTR
 from edgemm.models.tower_map import trace_towers
 from edgemm.runtime.convert import to_tensors
 
@@ -39,6 +40,11 @@ class PruneConfig(StageConfig):
     drop_layers: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict, description=(
         "per tower (or module path): the share of its transformer layers removed, evenly spaced as "
         "DistilBERT was made (6 layers at 0.5 keep 0, 2, 4); done before channel pruning; distill after it"))
+    drop_blocks: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict, description=(
+        "per tower (or module path): how many blocks of its block lists to remove, those whose removal moves the "
+        "model's output least on 64 train rows. Candidates are the entries that keep their input's shape: the "
+        "residual blocks of a CNN (EfficientNet, MobileNet and ResNet train with stochastic depth, which makes "
+        "them removable) or transformer layers. Done before channel pruning; distill after it"))
 
 
 @STAGES.register
@@ -52,7 +58,11 @@ class PruneStage(Stage):
 
     def run(self, config: PruneConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         model = artifact.load()
-        metrics = prune(model, config, config.round_to or ctx.profile.pruning.round_to)
+        rows = None
+        if config.drop_blocks:  # ranked on train rows, never on the gate split that judges the result
+            rows = tuple(to_tensors(model.spec, ctx.split("train", model.spec).head(BLOCK_RANK_ROWS)
+                                    .trimmed(model.spec).for_inputs(model.spec.input_names).inputs))
+        metrics = prune(model, config, config.round_to or ctx.profile.pruning.round_to, rows)
         save_model(model, ctx.stage_dir)
         return Artifact("torch", ctx.stage_dir), metrics
 
@@ -138,10 +148,100 @@ def drop_layers(module: "torch.nn.Module", towers, shares: dict[str, float]) -> 
             count = max(1, round(len(stack) * (1 - share)))
             keep = sorted({round(i * len(stack) / count) for i in range(count)})
             kept[names[id(stack)]] = keep
-            layers = [stack[i] for i in keep]
-            del stack[:]
-            stack.extend(layers)
+            _remove(stack, [i for i in range(len(stack)) if i not in keep])
     return kept
+
+
+BLOCK_RANK_ROWS = 64
+
+
+def _skip_module() -> "torch.nn.Module":
+    """A stand-in for a removed block while its cost is measured: returns its input, whatever else it is given."""
+    class Skip(torch.nn.Module):
+        def forward(self, x, *args, **kwargs):
+            return x
+    return Skip()
+
+
+def _shape_keeping_entries(module: "torch.nn.Module", roots, example: tuple) -> list[tuple["torch.nn.ModuleList", int]]:
+    """(list, index) of every block-list entry of the tower (its roots may be whole towers or the entries
+    themselves) whose output has its input's shape."""
+    inside = {id(m) for root in roots for m in root.modules()}
+    entries = [(stack, i) for stack in module.modules() if isinstance(stack, torch.nn.ModuleList)
+               for i in range(len(stack)) if id(stack[i]) in inside]
+    keeps: dict[tuple[int, int], bool] = {}
+
+    def watch(key):
+        def hook(_module, args, output):
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            keeps[key] = isinstance(output, torch.Tensor) and first is not None and output.shape == first.shape
+        return hook
+
+    hooks = [stack[i].register_forward_hook(watch((id(stack), i))) for stack, i in entries]
+    try:
+        with torch.no_grad():
+            module(*example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [(s, i) for s, i in entries if keeps.get((id(s), i))]
+
+
+def _output(module: "torch.nn.Module", rows: tuple) -> "torch.Tensor":
+    with torch.no_grad():
+        out = module(*rows)
+    return (out[0] if isinstance(out, (tuple, list)) else out).flatten(1).float()
+
+
+def drop_blocks(module: "torch.nn.Module", towers, counts: dict[str, int], example: tuple,
+                rows: tuple | None) -> dict[str, dict]:
+    """Remove, per named tower, the ``count`` shape-keeping blocks whose removal alone moves the model's output
+    least (1 - mean cosine on ``rows``); return the removed indices and the drift measured for every candidate."""
+    if counts and rows is None:
+        raise ConfigError("prune.drop_blocks ranks blocks on train rows, and this run has none",
+                          "give data with a train split (--data)")
+    names = {id(m): n for n, m in module.named_modules()}
+    reference = _output(module, rows) if counts else None
+    removed: dict[str, dict] = {}
+    for key, count in counts.items():
+        candidates = _shape_keeping_entries(module, towers.resolve(module, key, "prune.drop_blocks"), example)
+        if len(candidates) < count:
+            raise ConfigError(f"prune.drop_blocks asks {count} block(s) of {key!r}, which has {len(candidates)} "
+                              "that keep their input's shape", "ask fewer, or name a tower with residual blocks or "
+                              "transformer layers in a ModuleList")
+        drift = _drift_without_each(module, candidates, rows, reference)
+        chosen = sorted(candidates, key=lambda c: drift[(id(c[0]), c[1])])[:count]
+        label = {(id(s), i): f"{names[id(s)]}.{i}" for s, i in candidates}  # names before the removal
+        in_order = sorted(chosen, key=lambda c: (names[id(c[0])], c[1]))
+        removed[key] = {"removed": [label[(id(s), i)] for s, i in in_order],
+                        "drift": {label[k]: round(d, 6) for k, d in drift.items()}}
+        for stack, i in sorted(chosen, key=lambda c: -c[1]):  # from the end: earlier indices stay valid
+            _remove(stack, [i])
+    return removed
+
+
+def _drift_without_each(module, candidates: list, rows: tuple, reference: "torch.Tensor") -> dict[tuple, float]:
+    """1 - mean cosine of the model's output to ``reference`` with each candidate block alone skipped."""
+    drift = {}
+    for stack, i in candidates:
+        block, stack[i] = stack[i], _skip_module()
+        try:
+            drift[(id(stack), i)] = float(1 - torch.nn.functional.cosine_similarity(
+                _output(module, rows), reference, dim=1).mean())
+        finally:
+            stack[i] = block
+    return drift
+
+
+def _remove(stack: "torch.nn.ModuleList", indices: list[int]) -> None:
+    """Remove entries of a block list in place, remembering which entries of the factory's build remain
+    (``models/structure.py`` records them, and a reload keeps those)."""
+    kept = getattr(stack, KEPT_ATTR, list(range(len(stack))))
+    survivors = [i for i in range(len(stack)) if i not in indices]
+    blocks = [stack[i] for i in survivors]
+    del stack[:]
+    stack.extend(blocks)
+    setattr(stack, KEPT_ATTR, [kept[i] for i in survivors])
 
 
 def _residual(group) -> bool:
@@ -150,22 +250,13 @@ def _residual(group) -> bool:
                and "AddBackward" in str(item.dep.target.module._grad_fn) for item in group)
 
 
-def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict:
-    """Prune ``model.module`` in place; return parameter counts, heads before/after and groups kept whole."""
-    module, spec = model.module, model.spec
-    towers = trace_towers(module, spec)
-    before = sum(p.numel() for p in module.parameters())
-    layers_kept = drop_layers(module, towers, config.drop_layers)
-    modules = dict(module.named_modules())
-    fusion = {id(modules[path]) for path in towers.fusion}
-    example = tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
-    attention = _attention(module)
+def _prune_channels(module, config: PruneConfig, towers, example: tuple, attention: list, round_to: int | None,
+                    fusion: set[int]) -> tuple[int, int]:
+    """torch-pruning's channel and head removal; return the groups kept whole (fusion) and kept residual."""
     num_heads = {p: getattr(m, count) for m, projections, count in attention for p in projections}
-    head_dims = {id(m): (ps[0].out_features // (3 if len(ps) == 1 else 1)) // getattr(m, c) for m, ps, c in attention}
     importance = {"l2": tp.importance.GroupMagnitudeImportance(p=2),
                   "l1": tp.importance.GroupMagnitudeImportance(p=1),
                   "random": tp.importance.RandomImportance()}[config.importance]
-    heads_before = sum(getattr(m, c) for m, _, c in attention)
     ratios = {m: r for key, r in config.towers.items() for m in towers.resolve(module, key, "prune.towers")}
     kept_whole = kept_residual = 0
     with warnings.catch_warnings():
@@ -184,10 +275,31 @@ def prune(model: LoadedModel, config: PruneConfig, round_to: int | None) -> dict
                 kept_residual += 1
                 continue
             group.prune()
+    return kept_whole, kept_residual
+
+
+def prune(model: LoadedModel, config: PruneConfig, round_to: int | None, rows: tuple | None = None) -> dict:
+    """Prune ``model.module`` in place; return parameter counts, heads before/after and groups kept whole.
+    ``rows`` (model inputs from the train split) rank the blocks ``drop_blocks`` removes."""
+    module, spec = model.module, model.spec
+    towers = trace_towers(module, spec)
+    before = sum(p.numel() for p in module.parameters())
+    example = tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
+    layers_kept = drop_layers(module, towers, config.drop_layers)
+    blocks_dropped = drop_blocks(module, towers, config.drop_blocks, example, rows)
+    modules = dict(module.named_modules())
+    fusion = {id(modules[path]) for path in towers.fusion}
+    attention = _attention(module)
+    head_dims = {id(m): (ps[0].out_features // (3 if len(ps) == 1 else 1)) // getattr(m, c) for m, ps, c in attention}
+    heads_before = sum(getattr(m, c) for m, _, c in attention)
+    channels = config.ratio > 0 or any(config.towers.values()) or (config.prune_heads and config.head_ratio > 0
+                                                                    and bool(attention))
+    kept_whole, kept_residual = (_prune_channels(module, config, towers, example, attention, round_to, fusion)
+                                 if channels else (0, 0))  # a recipe that only drops layers or blocks
     _set_heads(attention, head_dims)
     module.eval()
     return {"parameters_before": before, "parameters_after": sum(p.numel() for p in module.parameters()),
             "heads_before": heads_before, "heads_after": sum(getattr(m, c) for m, _, c in attention),
             "towers": {t: roots for t, roots in towers.roots.items()}, "groups_kept_whole": kept_whole,
             "residual_groups_kept": kept_residual,
-            "layers_kept": layers_kept}
+            "layers_kept": layers_kept, "blocks_dropped": blocks_dropped}
