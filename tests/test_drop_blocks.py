@@ -73,3 +73,12 @@ def test_compress_drops_a_block_ranked_on_train_rows_and_exports_the_result(tmp_
     assert metrics["parameters_after"] < metrics["parameters_before"]
     final = resolve_model(str(result.final))  # the exported graph, validated against the pruned model
     assert final.kind == "onnx" and result.report.results[2].accuracy
+
+
+def test_a_tower_without_enough_blocks_is_refused_before_any_stage_runs(tmp_path):
+    recipe = {"name": "drop-too-many", "gates": {"max_accuracy_drop": 100},
+              "stages": [{"stage": "prune", "ratio": 0.0, "drop_blocks": {"tokens": 1}}]}  # an Embedding alone
+    with pytest.raises(ConfigError, match="asks 1 block\\(s\\) of 'tokens', which has 0"):
+        api.compress(RESIDUAL, recipe_model().model_validate(recipe), tmp_path / "run", data=DATA,
+                     batch_sizes=(1,), timing=FAST, log=lambda _m: None)
+    assert not (tmp_path / "run" / "01-export").exists()  # refused before the first stage

@@ -56,6 +56,18 @@ class PruneStage(Stage):
     requires = ("torch_pruning",)
     gate_fix = "prune less (a lower ratio, or per-tower ratios), or add a distill stage after it"
 
+    def splits_read(self, config: PruneConfig | None) -> list[str]:
+        return ["train"] if config is not None and config.drop_blocks else []
+
+    def check_model(self, config: PruneConfig | None, spec, dataset: str, split: str, module=None) -> None:
+        """drop_blocks names towers with enough blocks to remove, before any stage runs."""
+        if config is None or not config.drop_blocks or module is None:
+            return
+        towers, example = trace_towers(module, spec), tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
+        for key, count in config.drop_blocks.items():
+            _check_count(key, count, _shape_keeping_entries(module, towers.resolve(module, key, "prune.drop_blocks"),
+                                                            example))
+
     def run(self, config: PruneConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         model = artifact.load()
         rows = None
@@ -205,10 +217,7 @@ def drop_blocks(module: "torch.nn.Module", towers, counts: dict[str, int], examp
     removed: dict[str, dict] = {}
     for key, count in counts.items():
         candidates = _shape_keeping_entries(module, towers.resolve(module, key, "prune.drop_blocks"), example)
-        if len(candidates) < count:
-            raise ConfigError(f"prune.drop_blocks asks {count} block(s) of {key!r}, which has {len(candidates)} "
-                              "that keep their input's shape", "ask fewer, or name a tower with residual blocks or "
-                              "transformer layers in a ModuleList")
+        _check_count(key, count, candidates)
         drift = _drift_without_each(module, candidates, rows, reference)
         chosen = sorted(candidates, key=lambda c: drift[(id(c[0]), c[1])])[:count]
         label = {(id(s), i): f"{names[id(s)]}.{i}" for s, i in candidates}  # names before the removal
@@ -218,6 +227,13 @@ def drop_blocks(module: "torch.nn.Module", towers, counts: dict[str, int], examp
         for stack, i in sorted(chosen, key=lambda c: -c[1]):  # from the end: earlier indices stay valid
             _remove(stack, [i])
     return removed
+
+
+def _check_count(key: str, count: int, candidates: list) -> None:
+    if len(candidates) < count:
+        raise ConfigError(f"prune.drop_blocks asks {count} block(s) of {key!r}, which has {len(candidates)} "
+                          "that keep their input's shape", "ask fewer, or name a tower with residual blocks or "
+                          "transformer layers in a ModuleList")
 
 
 def _drift_without_each(module, candidates: list, rows: tuple, reference: "torch.Tensor") -> dict[tuple, float]:
