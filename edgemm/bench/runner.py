@@ -254,10 +254,10 @@ def _finish(target: BenchTarget, peaks: dict[str, float]) -> Result:
                               device_samples_ms=target.device_samples.get(b, []), inputs=target.feeds[b][1],
                               sizes=spec.check_inputs(target.feeds[b][0]))
                       for b, s in sorted(target.samples.items())]
-    if result.latency and target.model.engine_path is None:
+    if target.model.engine_path is None:
         # At the sizes of the batch the efficiency reads (a caption's 12 tokens, not the contract's opt 32: counted
-        # at opt, MiniLM read 186 % of the fp32 peak).
-        sizes, model = result.latency[-1].sizes, target.model
+        # at opt, MiniLM read 186 % of the fp32 peak); at opt sizes when nothing was timed.
+        sizes, model = (result.latency[-1].sizes if result.latency else None), target.model
         result.flops_per_item = (onnx_flops(model.onnx_path, spec, sizes) if model.onnx_path
                                  else torch_flops(model.module, spec, sizes))
     peak = peaks.get(result.precision) if target.session.device == "cpu" else None  # the peaks are the CPU's

@@ -39,9 +39,12 @@ def replay_structure(model: "torch.nn.Module", record: dict[str, dict[str, Any]]
     tensors' shapes (after the cuts: the record names the kept entries by their new positions)."""
     for name, attrs in record.items():
         for attr, value in attrs.items():
-            if attr not in (*SHAPE_ATTRS, LENGTH, KEPT) or not isinstance(value, (int, list)):  # shapes, nothing else
+            if attr not in (*SHAPE_ATTRS, LENGTH, KEPT) or not _shape_value(attr, value):  # shapes, nothing else
                 raise ModelLoadError(f"recorded layer {name!r} sets {attr!r} = {value!r}, which is not a shape",
                                      "re-create the run; model.json was edited or is corrupt")
+        if KEPT in attrs and len(attrs[KEPT]) != attrs.get(LENGTH, len(attrs[KEPT])):
+            raise ModelLoadError(f"recorded layer stack {name!r} keeps {len(attrs[KEPT])} entries but has length "
+                                 f"{attrs[LENGTH]}", "re-create the run; model.json was edited or is corrupt")
         if LENGTH in attrs or KEPT in attrs:
             stack = _recorded(dict(model.named_modules()), name)
             if KEPT in attrs:
@@ -60,6 +63,15 @@ def replay_structure(model: "torch.nn.Module", record: dict[str, dict[str, Any]]
             resized = torch.empty_like(tensor)
             setattr(owner, leaf, torch.nn.Parameter(resized, current.requires_grad) if isinstance(current, torch.nn.Parameter)
                     else resized)
+
+
+def _shape_value(attr: str, value: Any) -> bool:
+    """An int (not a bool), or for shapes and kept entries a list of them; a list length is an int alone."""
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if attr == LENGTH:
+        return count(value)
+    return count(value) or (isinstance(value, list) and all(count(v) for v in value))
 
 
 def _recorded(modules: dict[str, "torch.nn.Module"], name: str) -> "torch.nn.Module":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import warnings
 from typing import Annotated, Literal
 
+import numpy as np
+
 from pydantic import Field
 
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
@@ -44,7 +46,8 @@ class PruneConfig(StageConfig):
         "per tower (or module path): how many blocks of its block lists to remove, those whose removal moves the "
         "model's output least on 64 train rows. Candidates are the entries that keep their input's shape: the "
         "residual blocks of a CNN (EfficientNet, MobileNet and ResNet train with stochastic depth, which makes "
-        "them removable) or transformer layers. Done before channel pruning; distill after it"))
+        "them removable) or transformer layers. Done before channel pruning (for depth alone: ratio: 0, "
+        "prune_heads: false); distill after it"))
 
 
 @STAGES.register
@@ -71,9 +74,11 @@ class PruneStage(Stage):
     def run(self, config: PruneConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         model = artifact.load()
         rows = None
-        if config.drop_blocks:  # ranked on train rows, never on the gate split that judges the result
-            rows = tuple(to_tensors(model.spec, ctx.split("train", model.spec).head(BLOCK_RANK_ROWS)
-                                    .trimmed(model.spec).for_inputs(model.spec.input_names).inputs))
+        if config.drop_blocks:  # ranked on train rows (a fixed random draw), never on the gate split
+            train = ctx.split("train", model.spec)
+            picked = np.sort(np.random.default_rng(0).permutation(len(train))[:BLOCK_RANK_ROWS])
+            rows = tuple(to_tensors(model.spec, train.take(picked).trimmed(model.spec)
+                                    .for_inputs(model.spec.input_names).inputs))
         metrics = prune(model, config, config.round_to or ctx.profile.pruning.round_to, rows)
         save_model(model, ctx.stage_dir)
         return Artifact("torch", ctx.stage_dir), metrics
@@ -200,26 +205,32 @@ def _shape_keeping_entries(module: "torch.nn.Module", roots, example: tuple) -> 
 
 
 def _output(module: "torch.nn.Module", rows: tuple) -> "torch.Tensor":
+    """The model's first output (a tensor, a tuple or a dict such as a Hugging Face ModelOutput), one row per
+    sample."""
     with torch.no_grad():
         out = module(*rows)
-    return (out[0] if isinstance(out, (tuple, list)) else out).flatten(1).float()
+    while isinstance(out, (dict, tuple, list)):
+        out = next(iter(out.values())) if isinstance(out, dict) else out[0]
+    return out.reshape(len(out), -1).float()
 
 
-def drop_blocks(module: "torch.nn.Module", towers, counts: dict[str, int], example: tuple,
+def drop_blocks(module: "torch.nn.Module", spec, counts: dict[str, int], example: tuple,
                 rows: tuple | None) -> dict[str, dict]:
     """Remove, per named tower, the ``count`` shape-keeping blocks whose removal alone moves the model's output
     least (1 - mean cosine on ``rows``); return the removed indices and the drift measured for every candidate."""
     if counts and rows is None:
         raise ConfigError("prune.drop_blocks ranks blocks on train rows, and this run has none",
                           "give data with a train split (--data)")
-    names = {id(m): n for n, m in module.named_modules()}
     reference = _output(module, rows) if counts else None
     removed: dict[str, dict] = {}
     for key, count in counts.items():
-        candidates = _shape_keeping_entries(module, towers.resolve(module, key, "prune.drop_blocks"), example)
+        names = {id(m): n for n, m in module.named_modules()}  # traced again: an earlier key's cut renumbers
+        roots = trace_towers(module, spec).resolve(module, key, "prune.drop_blocks")
+        candidates = _shape_keeping_entries(module, roots, example)
         _check_count(key, count, candidates)
         drift = _drift_without_each(module, candidates, rows, reference)
         chosen = sorted(candidates, key=lambda c: drift[(id(c[0]), c[1])])[:count]
+        _check_not_emptied(key, chosen, names)
         label = {(id(s), i): f"{names[id(s)]}.{i}" for s, i in candidates}  # names before the removal
         in_order = sorted(chosen, key=lambda c: (names[id(c[0])], c[1]))
         removed[key] = {"removed": [label[(id(s), i)] for s, i in in_order],
@@ -227,6 +238,14 @@ def drop_blocks(module: "torch.nn.Module", towers, counts: dict[str, int], examp
         for stack, i in sorted(chosen, key=lambda c: -c[1]):  # from the end: earlier indices stay valid
             _remove(stack, [i])
     return removed
+
+
+def _check_not_emptied(key: str, chosen: list, names: dict[int, str]) -> None:
+    """A block list left empty would not reload (its factory build has entries, the saved weights none)."""
+    for stack in {id(s): s for s, _ in chosen}.values():
+        if sum(s is stack for s, _ in chosen) >= len(stack):
+            raise ConfigError(f"prune.drop_blocks would remove every block of {names[id(stack)]!r} ({key!r})",
+                              "ask fewer blocks: at least one must stay")
 
 
 def _check_count(key: str, count: int, candidates: list) -> None:
@@ -302,7 +321,9 @@ def prune(model: LoadedModel, config: PruneConfig, round_to: int | None, rows: t
     before = sum(p.numel() for p in module.parameters())
     example = tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
     layers_kept = drop_layers(module, towers, config.drop_layers)
-    blocks_dropped = drop_blocks(module, towers, config.drop_blocks, example, rows)
+    blocks_dropped = drop_blocks(module, spec, config.drop_blocks, example, rows)
+    if layers_kept or blocks_dropped:  # the tower roots traced above may name removed entries
+        towers = trace_towers(module, spec)
     modules = dict(module.named_modules())
     fusion = {id(modules[path]) for path in towers.fusion}
     attention = _attention(module)
@@ -310,8 +331,9 @@ def prune(model: LoadedModel, config: PruneConfig, round_to: int | None, rows: t
     heads_before = sum(getattr(m, c) for m, _, c in attention)
     channels = config.ratio > 0 or any(config.towers.values()) or (config.prune_heads and config.head_ratio > 0
                                                                     and bool(attention))
+    # Nothing to remove by channel or head (ratio 0 and prune_heads false, say: depth alone): no torch-pruning.
     kept_whole, kept_residual = (_prune_channels(module, config, towers, example, attention, round_to, fusion)
-                                 if channels else (0, 0))  # a recipe that only drops layers or blocks
+                                 if channels else (0, 0))
     _set_heads(attention, head_dims)
     module.eval()
     return {"parameters_before": before, "parameters_after": sum(p.numel() for p in module.parameters()),
