@@ -84,7 +84,7 @@ def _recorded(modules: dict[str, "torch.nn.Module"], name: str) -> "torch.nn.Mod
 def _keep(stack: "torch.nn.Module", name: str, kept: list) -> None:
     """Keep the recorded entries of the fresh build's list, in order (before its length is checked)."""
     if (not isinstance(stack, torch.nn.ModuleList) or not kept or len(set(kept)) != len(kept)
-            or not all(isinstance(i, int) and 0 <= i < len(stack) for i in kept)):
+            or not all(0 <= i < len(stack) for i in kept)):  # ints already (replay_structure checks types)
         raise ModelLoadError(f"recorded layer stack {name!r} keeps entries {kept}, which this build cannot take",
                              "the factory's architecture changed since the model was saved")
     entries = [stack[i] for i in kept]

@@ -7,7 +7,6 @@ import warnings
 from typing import Annotated, Literal
 
 import numpy as np
-
 from pydantic import Field
 
 from edgemm.compress.stage import STAGES, Artifact, Context, Stage, StageConfig
@@ -44,7 +43,7 @@ class PruneConfig(StageConfig):
         "DistilBERT was made (6 layers at 0.5 keep 0, 2, 4); done before channel pruning; distill after it"))
     drop_blocks: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict, description=(
         "per tower (or module path): how many blocks of its block lists to remove, those whose removal moves the "
-        "model's output least on 64 train rows. Candidates are the entries that keep their input's shape: the "
+        "model's output least on 256 train rows (a fixed random draw). Candidates are the entries that keep their input's shape: the "
         "residual blocks of a CNN (EfficientNet, MobileNet and ResNet train with stochastic depth, which makes "
         "them removable) or transformer layers. Done before channel pruning (for depth alone: ratio: 0, "
         "prune_heads: false); distill after it"))
@@ -66,10 +65,9 @@ class PruneStage(Stage):
         """drop_blocks names towers with enough blocks to remove, before any stage runs."""
         if config is None or not config.drop_blocks or module is None:
             return
-        towers, example = trace_towers(module, spec), tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
+        example = tuple(to_tensors(spec, spec.example_inputs({"batch": 2})))
         for key, count in config.drop_blocks.items():
-            _check_count(key, count, _shape_keeping_entries(module, towers.resolve(module, key, "prune.drop_blocks"),
-                                                            example))
+            _candidates(module, spec, key, count, example)
 
     def run(self, config: PruneConfig, artifact: Artifact, ctx: Context) -> tuple[Artifact, dict]:
         model = artifact.load()
@@ -169,7 +167,7 @@ def drop_layers(module: "torch.nn.Module", towers, shares: dict[str, float]) -> 
     return kept
 
 
-BLOCK_RANK_ROWS = 64
+BLOCK_RANK_ROWS = 256  # 64 rows gave another choice on each draw on the real model; 256 and all 488 agree
 
 
 def _skip_module() -> "torch.nn.Module":
@@ -218,16 +216,16 @@ def drop_blocks(module: "torch.nn.Module", spec, counts: dict[str, int], example
                 rows: tuple | None) -> dict[str, dict]:
     """Remove, per named tower, the ``count`` shape-keeping blocks whose removal alone moves the model's output
     least (1 - mean cosine on ``rows``); return the removed indices and the drift measured for every candidate."""
-    if counts and rows is None:
+    if not counts:
+        return {}
+    if rows is None:
         raise ConfigError("prune.drop_blocks ranks blocks on train rows, and this run has none",
                           "give data with a train split (--data)")
-    reference = _output(module, rows) if counts else None
+    reference = _output(module, rows)
     removed: dict[str, dict] = {}
     for key, count in counts.items():
-        names = {id(m): n for n, m in module.named_modules()}  # traced again: an earlier key's cut renumbers
-        roots = trace_towers(module, spec).resolve(module, key, "prune.drop_blocks")
-        candidates = _shape_keeping_entries(module, roots, example)
-        _check_count(key, count, candidates)
+        names = {id(m): n for n, m in module.named_modules()}  # again for each key: an earlier key's cut renumbers
+        candidates = _candidates(module, spec, key, count, example)
         drift = _drift_without_each(module, candidates, rows, reference)
         chosen = sorted(candidates, key=lambda c: drift[(id(c[0]), c[1])])[:count]
         _check_not_emptied(key, chosen, names)
@@ -235,8 +233,8 @@ def drop_blocks(module: "torch.nn.Module", spec, counts: dict[str, int], example
         in_order = sorted(chosen, key=lambda c: (names[id(c[0])], c[1]))
         removed[key] = {"removed": [label[(id(s), i)] for s, i in in_order],
                         "drift": {label[k]: round(d, 6) for k, d in drift.items()}}
-        for stack, i in sorted(chosen, key=lambda c: -c[1]):  # from the end: earlier indices stay valid
-            _remove(stack, [i])
+        for stack in {id(s): s for s, _ in chosen}.values():
+            _remove(stack, [i for s, i in chosen if s is stack])
     return removed
 
 
@@ -248,11 +246,16 @@ def _check_not_emptied(key: str, chosen: list, names: dict[int, str]) -> None:
                               "ask fewer blocks: at least one must stay")
 
 
-def _check_count(key: str, count: int, candidates: list) -> None:
+def _candidates(module: "torch.nn.Module", spec, key: str, count: int, example: tuple) -> list:
+    """The tower's shape-keeping block-list entries (towers traced on the module as it is now), at least
+    ``count`` of them."""
+    roots = trace_towers(module, spec).resolve(module, key, "prune.drop_blocks")
+    candidates = _shape_keeping_entries(module, roots, example)
     if len(candidates) < count:
         raise ConfigError(f"prune.drop_blocks asks {count} block(s) of {key!r}, which has {len(candidates)} "
                           "that keep their input's shape", "ask fewer, or name a tower with residual blocks or "
                           "transformer layers in a ModuleList")
+    return candidates
 
 
 def _drift_without_each(module, candidates: list, rows: tuple, reference: "torch.Tensor") -> dict[tuple, float]:
